@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * maps.h: every map of the datapath. All are pinned by name under the
+ * daemon's bpffs directory, so a restart re-adopts them. xvs_conns and
+ * xvs_rconns are resized by the loader before load (--conn-max).
+ */
+#ifndef XVS_MAPS_H
+#define XVS_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "xvs.h"
+
+/* Virtual services: (family, proto, VIP, port) -> service id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct svc_key);
+	__type(value, struct svc);
+	__uint(max_entries, XVS_MAX_SVCS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_svcs SEC(".maps");
+
+/* Connections by client-side tuple (client -> VIP): the one state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct conn_key);
+	__type(value, struct conn);
+	__uint(max_entries, XVS_DEFAULT_CONNS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_conns SEC(".maps");
+
+/* Connections by server-side tuple (real server -> client): client-side key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct conn_key);
+	__type(value, struct conn_key);
+	__uint(max_entries, XVS_DEFAULT_CONNS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_rconns SEC(".maps");
+
+/* Real servers by dest id: ActiveConn/InActConn and availability. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct dest);
+	__uint(max_entries, XVS_MAX_DESTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_dests SEC(".maps");
+
+/* Per-service counters by service id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct stats);
+	__uint(max_entries, XVS_MAX_SVCS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_svc_stats SEC(".maps");
+
+/* Per-real-server counters by dest id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct stats);
+	__uint(max_entries, XVS_MAX_DESTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_dest_stats SEC(".maps");
+
+/* Packets by enum reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, REASON_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_reasons SEC(".maps");
+
+/* Daemon-written configuration, one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cfg);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_cfg SEC(".maps");
+
+/* Redirect targets for XDP: ifindex -> ifindex (attached interfaces and the tap). */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, XVS_MAX_IFACES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_tx SEC(".maps");
+
+#endif /* XVS_MAPS_H */

@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * xvs.h: every type shared between the datapath and Go. bpf2go generates the
+ * Go side (bpf.Xvs*) from these with -type, so a layout lives in one place.
+ *
+ * Rules: fixed-width fields, explicit padding, no implicit holes. Addresses
+ * are 16 bytes in network order; an IPv4 address sits in the first 4 bytes
+ * and the other 12 are zero. Ports are network order (__be16).
+ */
+#ifndef XVS_H
+#define XVS_H
+
+#include <linux/types.h>
+
+#define XVS_MAX_SVCS 4096
+#define XVS_MAX_DESTS 65536
+#define XVS_MAX_IFACES 64
+#define XVS_DEFAULT_CONNS 1048576
+
+/* Address families as in the kernel (AF_INET, AF_INET6). */
+enum family {
+	FAMILY_INET = 2,
+	FAMILY_INET6 = 10,
+};
+
+/* TCP states with IPVS's numbering (ip_vs_proto_tcp.c); the sync protocol
+ * carries these numbers on the wire. UDP conns stay in STATE_NONE. */
+enum tcp_state {
+	STATE_NONE = 0,
+	STATE_ESTABLISHED = 1,
+	STATE_SYN_SENT = 2,
+	STATE_SYN_RECV = 3,
+	STATE_FIN_WAIT = 4,
+	STATE_TIME_WAIT = 5,
+	STATE_CLOSE = 6,
+	STATE_CLOSE_WAIT = 7,
+	STATE_LAST_ACK = 8,
+	STATE_LISTEN = 9,
+	STATE_SYNACK = 10,
+	STATE_MAX = 11,
+};
+
+/* Virtual service key: xvs_svcs. */
+struct svc_key {
+	__u8 addr[16]; /* VIP, network order */
+	__be16 port;   /* virtual port, network order */
+	__u8 proto;    /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 family;   /* enum family */
+};
+
+/* Virtual service value: its index into the per-service stats. */
+struct svc {
+	__u32 id;    /* index into xvs_svc_stats, < XVS_MAX_SVCS */
+	__u32 flags; /* reserved, 0 */
+};
+
+/*
+ * Connection key. Client side (xvs_conns): saddr/sport = client,
+ * daddr/dport = VIP:vport. Server side (xvs_rconns): saddr/sport = real
+ * server, daddr/dport = client.
+ */
+struct conn_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+enum conn_flags {
+	/* Installed by the control plane, no packet forwarded yet: the first
+	 * packet clears it and counts the conn in the conns statistics. */
+	CONN_F_NEW = 1,
+};
+
+/* Connection state: value of xvs_conns (client-side key). The server-side
+ * map xvs_rconns holds the client-side key, so one conn has one state. */
+struct conn {
+	__u8 daddr[16]; /* real server, network order */
+	__be16 dport;   /* real server port, network order */
+	__u8 state;     /* enum tcp_state; UDP stays STATE_NONE */
+	__u8 flags;     /* enum conn_flags */
+	__u32 svc_id;   /* index into xvs_svc_stats */
+	__u32 dest_id;  /* index into xvs_dests and xvs_dest_stats */
+	__u32 pad;
+	__u64 last_seen; /* bpf_ktime_get_ns() of the last packet, either way */
+};
+
+/* Per-CPU counters of one service or one real server (IPVS's five). */
+struct stats {
+	__u64 conns;
+	__u64 inpkts;
+	__u64 outpkts;
+	__u64 inbytes;  /* IP total length as received */
+	__u64 outbytes;
+};
+
+enum dest_flags {
+	DEST_F_AVAILABLE = 1, /* on its service's list; else packets of its
+			       * remaining conns are dropped (IPVS default
+			       * expire_nodest_conn=0) */
+};
+
+/*
+ * Real server: xvs_dests, an mmapable array shared with Go. active and
+ * inactive are changed with atomic adds on both sides: Go adds a new conn
+ * to inactive when it installs it and removes it from its class when it
+ * expires it; the datapath moves it between the two when its TCP state
+ * crosses active <-> inactive (IPVS: ESTABLISHED, SYN_SENT, SYN_RECV and
+ * SYNACK are active).
+ */
+struct dest {
+	__s64 active;
+	__s64 inactive;
+	__u32 flags; /* enum dest_flags */
+	__u32 pad;
+};
+
+/* Datapath configuration: xvs_cfg[0], written by the daemon. */
+struct cfg {
+	__u32 punt_ifindex; /* the punt tap; 0 = no punt device */
+	__u32 flags;        /* reserved, 0 */
+	__u64 alive_ns;     /* daemon liveness stamp, bpf_ktime_get_ns clock */
+	__u64 stale_ns;     /* first packets are dropped when now - alive_ns > stale_ns */
+};
+
+/*
+ * Why a packet got its verdict: xvs_reasons, per CPU. Every pass and drop
+ * counts exactly one reason; forwarded and punted packets count theirs.
+ */
+enum reason {
+	REASON_FWD_IN = 0,       /* client -> real server, rewritten */
+	REASON_FWD_OUT,          /* real server -> client, rewritten */
+	REASON_PUNT,             /* first packet sent to the punt device */
+	REASON_PASS_NOT_IP,      /* not IPv4/IPv6 (ARP, ...) */
+	REASON_PASS_NOT_L4,      /* neither TCP nor UDP */
+	REASON_PASS_FRAGMENT,    /* IPv4 fragment */
+	REASON_PASS_IPV6_EXT,    /* IPv6 extension header before L4 */
+	REASON_PASS_NO_SVC,      /* no conn, not a virtual service */
+	REASON_PASS_NOT_FIRST,   /* no conn, to a VIP, may not create one */
+	REASON_PASS_TTL,         /* TTL/hop limit <= 1: the kernel answers */
+	REASON_PASS_FIB,         /* fib lookup failed: the kernel decides */
+	REASON_PASS_NO_NEIGH,    /* rewritten, neighbour unresolved: kernel forwards */
+	REASON_PASS_MTU,         /* rewritten packet too big for the egress link */
+	REASON_DROP_MALFORMED,   /* truncated or invalid headers */
+	REASON_DROP_PUNT_STALE,  /* first packet while no daemon is alive */
+	REASON_DROP_PUNT_MISS,   /* written back by the daemon without a conn */
+	REASON_DROP_NO_DEST,     /* conn to a deleted real server */
+	REASON_DROP_REDIRECT,    /* redirect or punt failed */
+	REASON_MAX,
+};
+
+#endif /* XVS_H */
