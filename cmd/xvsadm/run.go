@@ -1,0 +1,217 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"xvs/ctl"
+	"xvs/ipvsadm"
+)
+
+// version is xvs's version, printed by -v and in listings.
+const version = "0.1.0"
+
+// Exit codes as ipvsadm's.
+const (
+	exitOK      = 0
+	exitList    = 1   // a listing call failed (-L -t of a missing service)
+	exitInvalid = 2   // bad arguments; daemon not reachable
+	exitFailed  = 255 // the daemon refused the operation
+)
+
+// env is what one invocation reads and writes, so tests run it in-process.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	resolver       ipvsadm.Resolver
+	socket         string
+}
+
+// run is xvsadm. ipvsadm's options are not flags in urfave/cli's sense
+// (the first option must be a command, -p takes an optional value, short
+// options bundle), so the app passes the words through to ipvsadm.Parse and
+// only owns --socket.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, resolver: ipvsadm.SystemResolver()}
+	code := exitOK
+	app := &cli.App{
+		Name:            "xvsadm",
+		Usage:           "administer the xvs director with ipvsadm's command line",
+		HideHelp:        true,
+		HideVersion:     true,
+		SkipFlagParsing: true,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		Action: func(c *cli.Context) error {
+			code = e.main(c.Args().Slice())
+			return nil
+		},
+	}
+	if err := app.Run(args); err != nil {
+		fmt.Fprintln(stderr, "xvsadm:", err)
+		return exitInvalid
+	}
+	return code
+}
+
+// socketPath takes --socket PATH / --socket=PATH out of args (anywhere), then
+// falls back to $XVS_SOCKET and the default.
+func socketPath(args []string) (string, []string, error) {
+	path := ""
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--socket":
+			if i+1 >= len(args) {
+				return "", nil, errors.New("--socket: missing argument")
+			}
+			path = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--socket="):
+			path = strings.TrimPrefix(a, "--socket=")
+		default:
+			rest = append(rest, a)
+		}
+	}
+	if path == "" {
+		path = os.Getenv("XVS_SOCKET")
+	}
+	if path == "" {
+		path = ctl.DefaultSocket
+	}
+	return path, rest, nil
+}
+
+func (e *env) main(args []string) int {
+	sock, args, err := socketPath(args)
+	if err != nil {
+		fmt.Fprintln(e.stderr, err)
+		return exitInvalid
+	}
+	e.socket = sock
+	cmd, err := ipvsadm.Parse(args, e.resolver)
+	if err != nil {
+		var pe *ipvsadm.Error
+		if errors.As(err, &pe) {
+			if pe.Msg != "" {
+				fmt.Fprintln(e.stderr, pe.Msg)
+			}
+			return pe.Code
+		}
+		fmt.Fprintln(e.stderr, err)
+		return exitInvalid
+	}
+	switch cmd.Kind {
+	case ipvsadm.CmdHelp:
+		ipvsadm.Usage(e.stdout, "xvsadm")
+		return exitOK
+	case ipvsadm.CmdVersion:
+		fmt.Fprintf(e.stdout, "xvsadm v%s (ipvsadm v1.31 command line and formats)\n", version)
+		return exitOK
+	case ipvsadm.CmdList:
+		return e.list(cmd)
+	case ipvsadm.CmdSave:
+		return e.save(cmd)
+	case ipvsadm.CmdRestore:
+		return e.restore()
+	}
+	return e.apply([]ipvsadm.Command{*cmd}, nil)
+}
+
+func (e *env) client() *ctl.Client { return &ctl.Client{Path: e.socket} }
+
+// fail prints a daemon call's failure and returns ipvsadm's exit code for it.
+func (e *env) fail(err error, refused int) int {
+	var de *ctl.Error
+	switch {
+	case errors.Is(err, ctl.ErrUnreachable):
+		fmt.Fprintf(e.stderr, "xvsadm: %v (is xvsd running? set --socket or XVS_SOCKET)\n", err)
+		return exitInvalid
+	case errors.As(err, &de):
+		fmt.Fprintln(e.stderr, de.Error())
+		return refused
+	}
+	fmt.Fprintln(e.stderr, "xvsadm:", err)
+	return refused
+}
+
+func (e *env) apply(cmds []ipvsadm.Command, lines []int) int {
+	if _, err := e.client().Do(&ctl.Request{Op: ctl.OpApply, Cmds: cmds, Lines: lines}); err != nil {
+		return e.fail(err, exitFailed)
+	}
+	return exitOK
+}
+
+func (e *env) list(cmd *ipvsadm.Command) int {
+	opt := cmd.List
+	switch {
+	case opt.Daemon:
+		// No sync daemon can run yet, and ipvsadm prints nothing then.
+		if _, err := e.client().Do(&ctl.Request{Op: ctl.OpTimeouts}); err != nil {
+			return e.fail(err, exitList)
+		}
+		return exitOK
+	case opt.Timeout:
+		resp, err := e.client().Do(&ctl.Request{Op: ctl.OpTimeouts})
+		if err != nil {
+			return e.fail(err, exitList)
+		}
+		if err := ipvsadm.WriteTimeout(e.stdout, *resp.Timeouts); err != nil {
+			return e.fail(err, exitList)
+		}
+		return exitOK
+	case opt.Conns:
+		resp, err := e.client().Do(&ctl.Request{Op: ctl.OpConns})
+		if err != nil {
+			return e.fail(err, exitList)
+		}
+		if err := ipvsadm.WriteConns(e.stdout, resp.Conns, opt, e.resolver); err != nil {
+			return e.fail(err, exitList)
+		}
+		return exitOK
+	}
+	resp, err := e.client().Do(&ctl.Request{Op: ctl.OpServices, Service: cmd.Service})
+	if err != nil {
+		return e.fail(err, exitList)
+	}
+	if err := ipvsadm.WriteList(e.stdout, *resp.Info, resp.Services, opt, e.resolver); err != nil {
+		return e.fail(err, exitList)
+	}
+	return exitOK
+}
+
+func (e *env) save(cmd *ipvsadm.Command) int {
+	resp, err := e.client().Do(&ctl.Request{Op: ctl.OpServices})
+	if err != nil {
+		return e.fail(err, exitFailed)
+	}
+	if err := ipvsadm.WriteSave(e.stdout, resp.Services, cmd.List.Numeric, e.resolver); err != nil {
+		return e.fail(err, exitFailed)
+	}
+	return exitOK
+}
+
+// restore reads save-format lines from stdin; xvsd validates them whole
+// and applies all or nothing.
+func (e *env) restore() int {
+	cmds, err := ipvsadm.ParseRestore(e.stdin, e.resolver)
+	if err != nil {
+		var pe *ipvsadm.Error
+		if errors.As(err, &pe) {
+			fmt.Fprintln(e.stderr, pe.Msg)
+			return pe.Code
+		}
+		fmt.Fprintln(e.stderr, err)
+		return exitInvalid
+	}
+	if len(cmds) == 0 {
+		return exitOK
+	}
+	return e.apply(cmds, restoreLines(cmds))
+}

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+
+	"xvs/bpf"
+	"xvs/ctl"
+	"xvs/ipvsadm"
+	"xvs/loader"
+	"xvs/maps"
+)
+
+const version = "0.1.0"
+
+// Defaults of the daemon's flags.
+const (
+	defaultBPFFS = "/sys/fs/bpf/xvs"
+	defaultState = "/run/xvs/state.json"
+	defaultTap   = "xvs0"
+	// heartbeat refreshes the datapath's liveness stamp; first packets are
+	// dropped (and clients retry) when it is older than staleAfter.
+	heartbeat  = 250 * time.Millisecond
+	staleAfter = 2 * time.Second
+	expiryTick = time.Second
+)
+
+func run(args []string, stdout, stderr io.Writer) int {
+	app := &cli.App{
+		Name:      "xvsd",
+		Usage:     "the xvs director: an XDP/TC LVS-NAT load balancer",
+		Version:   version,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "attach to `IFACE` (repeat for each external and internal interface)"},
+			&cli.StringFlag{Name: "mode", Value: "auto", Usage: "attach mode: auto (native XDP on NICs that support it, tc on virtual devices), xdp, xdpgeneric or tc"},
+			&cli.StringFlag{Name: "rules", Usage: "load rules in ipvsadm-save format from `FILE` at start (ignored when a restart re-adopts a table)"},
+			&cli.StringFlag{Name: "socket", Value: ctl.DefaultSocket, Usage: "control socket `PATH` for xvsadm"},
+			&cli.StringFlag{Name: "bpffs", Value: defaultBPFFS, Usage: "`DIR` on a bpffs for pinned maps and links (mounted if needed)"},
+			&cli.StringFlag{Name: "state", Value: defaultState, Usage: "`FILE` keeping the service table across restarts"},
+			&cli.UintFlag{Name: "conn-max", Value: bpf.XvsDefaultConns, Usage: "size of the connection table (entries)"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9472); off when empty"},
+			&cli.StringFlag{Name: "tap", Value: defaultTap, Usage: "`NAME` of the punt device for first packets"},
+			&cli.IntFlag{Name: "workers", Value: 2, Usage: "first-packet workers (punt device queues)"},
+			&cli.BoolFlag{Name: "debug", Usage: "log at debug level"},
+		},
+		Action: daemon,
+		Commands: []*cli.Command{{
+			Name:  "down",
+			Usage: "detach the datapath and remove everything xvsd created (pins, punt device, state); connections are dropped",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "bpffs", Value: defaultBPFFS, Usage: "`DIR` of the pins"},
+				&cli.StringFlag{Name: "tap", Value: defaultTap, Usage: "`NAME` of the punt device"},
+				&cli.StringFlag{Name: "state", Value: defaultState, Usage: "state `FILE`"},
+			},
+			Action: down,
+		}},
+	}
+	if err := app.Run(args); err != nil {
+		fmt.Fprintln(stderr, "xvsd:", err)
+		return 1
+	}
+	return 0
+}
+
+func down(c *cli.Context) error {
+	if err := loader.Down(c.String("bpffs"), c.String("tap")); err != nil {
+		return err
+	}
+	if err := os.Remove(c.String("state")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove state: %w", err)
+	}
+	return nil
+}
+
+func daemon(c *cli.Context) error {
+	level := slog.LevelInfo
+	if c.Bool("debug") {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	ifaces := c.StringSlice("iface")
+	if len(ifaces) == 0 {
+		return errors.New("no interface: give --iface for the external and internal interfaces")
+	}
+	if c.Args().Len() > 0 {
+		return fmt.Errorf("unexpected argument %q", c.Args().First())
+	}
+	// Parse the rules before touching anything, so that a bad file leaves
+	// the machine as it was.
+	var rules []ipvsadm.Command
+	if path := c.String("rules"); path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("rules: %w", err)
+		}
+		rules, err = ipvsadm.ParseRestore(f, ipvsadm.SystemResolver())
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("rules %s: %w", path, err)
+		}
+	}
+
+	dp, err := loader.Load(loader.Options{
+		Dir:       c.String("bpffs"),
+		ConnMax:   uint32(c.Uint("conn-max")),
+		Ifaces:    ifaces,
+		Mode:      loader.Mode(c.String("mode")),
+		TapName:   c.String("tap"),
+		TapQueues: c.Int("workers"),
+		Logger:    log,
+	})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	m, err := maps.New(&dp.Objs.XvsMaps)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	statePath := c.String("state")
+	table := ctl.NewTable(m, ctl.TableOptions{OnChange: func(sn *ctl.Snapshot) {
+		if err := ctl.WriteSnapshotFile(statePath, sn); err != nil {
+			log.Error("save state", slog.Any("err", err))
+		}
+	}})
+	if err := setup(log, dp, table, statePath, rules); err != nil {
+		if !dp.Adopted {
+			// Nothing of a previous run to keep: leave the machine as found.
+			dp.Close()
+			if derr := loader.Down(c.String("bpffs"), c.String("tap")); derr != nil {
+				log.Error("undo after failed start", slog.Any("err", derr))
+			}
+		}
+		return err
+	}
+	if err := m.SetPunt(uint32(dp.Tap.Ifindex()), staleAfter); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var punts ctl.PuntStats
+	counters := func() ([]ctl.Counter, error) { return datapathCounters(m, &punts) }
+	l, err := ctl.Listen(c.String("socket"))
+	if err != nil {
+		return err
+	}
+	srv := &ctl.Server{
+		Table:    table,
+		Info:     ipvsadm.Info{Version: version, ConnTableSize: int(c.Uint("conn-max"))},
+		Counters: counters,
+		Logger:   log,
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx, l) })
+	g.Go(func() error { return table.RunPunt(ctx, dp.Tap, &punts) })
+	g.Go(func() error {
+		table.RunExpiry(ctx, expiryTick, func(err error) { log.Warn("expire connections", slog.Any("err", err)) })
+		return nil
+	})
+	g.Go(func() error {
+		table.RunEstimator(ctx, func(err error) { log.Warn("estimate rates", slog.Any("err", err)) })
+		return nil
+	})
+	g.Go(func() error { return beat(ctx, m) })
+	if addr := c.String("metrics"); addr != "" {
+		g.Go(func() error { return serveMetrics(ctx, addr, table, counters) })
+	}
+	log.Info("xvsd running", slog.Any("ifaces", ifaces), slog.String("socket", c.String("socket")),
+		slog.Bool("adopted", dp.Adopted), slog.String("tap", c.String("tap")))
+	err = g.Wait()
+	log.Info("xvsd stopped; the datapath stays attached (xvsd down removes it)")
+	return err
+}
+
+// setup fills the table: from the state file when the datapath was
+// re-adopted (a restart: connections and ids must match), else from the
+// rules file.
+func setup(log *slog.Logger, dp *loader.Datapath, table *ctl.Table, statePath string, rules []ipvsadm.Command) error {
+	if dp.Adopted {
+		sn, err := ctl.ReadSnapshotFile(statePath)
+		if err != nil {
+			return err
+		}
+		if sn != nil {
+			if err := table.Adopt(sn); err != nil {
+				return err
+			}
+			log.Info("re-adopted pinned datapath and service table", slog.Int("services", len(sn.Services)))
+			if len(rules) > 0 {
+				log.Warn("--rules ignored: the running table was re-adopted (use xvsadm -R to change it)")
+			}
+			return nil
+		}
+		log.Warn("pinned datapath found without a state file: starting with an empty table")
+	}
+	if len(rules) > 0 {
+		if err := table.Apply(rules, nil); err != nil {
+			return fmt.Errorf("rules: %s", ctl.Message(err))
+		}
+		log.Info("rules loaded", slog.Int("commands", len(rules)))
+	}
+	return nil
+}
+
+func beat(ctx context.Context, m *maps.Maps) error {
+	t := time.NewTicker(heartbeat)
+	defer t.Stop()
+	for {
+		if err := m.Heartbeat(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func datapathCounters(m *maps.Maps, p *ctl.PuntStats) ([]ctl.Counter, error) {
+	rs, err := m.Reasons()
+	if err != nil {
+		return nil, err
+	}
+	var out []ctl.Counter
+	for r, v := range rs {
+		out = append(out, ctl.Counter{Name: maps.ReasonName(bpf.XvsReason(r)), Value: v})
+	}
+	return append(out,
+		ctl.Counter{Name: "punt_scheduled", Value: p.Scheduled.Load()},
+		ctl.Counter{Name: "punt_existing", Value: p.Existing.Load()},
+		ctl.Counter{Name: "punt_no_dest", Value: p.NoDest.Load()},
+		ctl.Counter{Name: "punt_no_service", Value: p.NoService.Load()},
+		ctl.Counter{Name: "punt_malformed", Value: p.Malformed.Load()},
+		ctl.Counter{Name: "punt_errors", Value: p.Errors.Load()},
+	), nil
+}
+
+func serveMetrics(ctx context.Context, addr string, t *ctl.Table, counters func() ([]ctl.Counter, error)) error {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(&ctl.Metrics{Table: t, Counters: counters}); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+package ctl
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"xvs/bpf"
+	"xvs/ipvsadm"
+	"xvs/maps"
+)
+
+// DefaultTimeouts are IPVS's: ESTABLISHED 900 s, FIN_WAIT 120 s, UDP 300 s.
+var DefaultTimeouts = ipvsadm.Timeouts{TCP: 900, TCPFin: 120, UDP: 300}
+
+// stateTimeouts are IPVS's default TCP state timeouts in seconds
+// (ip_vs_proto_tcp.c), by state number.
+var stateTimeouts = [bpf.XvsTcpStateSTATE_MAX]uint32{
+	bpf.XvsTcpStateSTATE_NONE:        2,
+	bpf.XvsTcpStateSTATE_ESTABLISHED: 900,
+	bpf.XvsTcpStateSTATE_SYN_SENT:    120,
+	bpf.XvsTcpStateSTATE_SYN_RECV:    60,
+	bpf.XvsTcpStateSTATE_FIN_WAIT:    120,
+	bpf.XvsTcpStateSTATE_TIME_WAIT:   120,
+	bpf.XvsTcpStateSTATE_CLOSE:       10,
+	bpf.XvsTcpStateSTATE_CLOSE_WAIT:  60,
+	bpf.XvsTcpStateSTATE_LAST_ACK:    30,
+	bpf.XvsTcpStateSTATE_LISTEN:      120,
+	bpf.XvsTcpStateSTATE_SYNACK:      120,
+}
+
+// stateNames are the TCP state names of ipvsadm -L -c.
+var stateNames = [bpf.XvsTcpStateSTATE_MAX]string{
+	"NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
+	"CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK",
+}
+
+// newConnTimeout is how long a conn that has not forwarded its first
+// packet lives (IPVS gives a new conn 3 s until its first state change).
+const newConnTimeout = 3 * time.Second
+
+// connTimeout is how long c may stay idle, given the --set timeouts.
+func connTimeout(c maps.Conn, to ipvsadm.Timeouts) time.Duration {
+	if c.Flags&uint8(bpf.XvsConnFlagsCONN_F_NEW) != 0 {
+		return newConnTimeout
+	}
+	if c.Proto == protoUDP {
+		return time.Duration(to.UDP) * time.Second
+	}
+	var s uint32
+	switch {
+	case int(c.State) >= len(stateTimeouts):
+		s = stateTimeouts[bpf.XvsTcpStateSTATE_NONE]
+	case c.State == uint8(bpf.XvsTcpStateSTATE_ESTABLISHED):
+		s = to.TCP
+	case c.State == uint8(bpf.XvsTcpStateSTATE_FIN_WAIT):
+		s = to.TCPFin
+	default:
+		s = stateTimeouts[c.State]
+	}
+	return time.Duration(s) * time.Second
+}
+
+func stateName(c maps.Conn) string {
+	if c.Proto == protoUDP {
+		return "UDP"
+	}
+	if int(c.State) < len(stateNames) {
+		return stateNames[c.State]
+	}
+	return "NONE"
+}
+
+func (t *Table) setTimeouts(to ipvsadm.Timeouts) {
+	// 0 keeps the current value, as ipvsadm --set.
+	if to.TCP != 0 {
+		t.timeouts.TCP = to.TCP
+	}
+	if to.TCPFin != 0 {
+		t.timeouts.TCPFin = to.TCPFin
+	}
+	if to.UDP != 0 {
+		t.timeouts.UDP = to.UDP
+	}
+}
+
+// Timeouts returns the current --set timeouts.
+func (t *Table) Timeouts() ipvsadm.Timeouts {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.timeouts
+}
+
+// persistKey names a persistent service's client for template holding.
+type persistKey struct {
+	svc    svcKey
+	client netip.Addr
+}
+
+// Expire removes every connection idle for longer than its state's
+// timeout, keeps persistence templates alive while they still control
+// connections (IPVS never expires such a template), expires the others, and
+// frees deleted real servers that are no longer used. It returns how many
+// connections it removed.
+func (t *Table) Expire(ctx context.Context) (int, error) {
+	t.mu.RLock()
+	to := t.timeouts
+	persistent := make(map[uint32]*service)
+	for _, s := range t.svcs {
+		if s.cfg.Persistent {
+			persistent[s.id] = s
+		}
+	}
+	t.mu.RUnlock()
+
+	now := t.mono()
+	var expired []maps.Conn
+	held := make(map[persistKey]bool)
+	err := t.dp.WalkConns(ctx, func(c maps.Conn) bool {
+		if now-c.LastSeen > connTimeout(c, to) {
+			expired = append(expired, c)
+		} else if s := persistent[c.SvcID]; s != nil {
+			held[persistKey{svc: keyOf(&s.cfg), client: c.Client.Addr()}] = true
+		}
+		return ctx.Err() == nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range expired {
+		ok, err := t.dp.DeleteConnIf(c, c.LastSeen)
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			n++
+		}
+	}
+
+	wall := t.wall()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k := range held {
+		if s := t.svcs[k.svc]; s != nil {
+			s.pool.HoldTemplate(k.client, wall)
+		}
+	}
+	for _, s := range t.svcs {
+		s.pool.Expire(wall)
+	}
+	t.reapTrash()
+	return n, nil
+}
+
+// RunExpiry calls Expire every interval until ctx ends.
+func (t *Table) RunExpiry(ctx context.Context, interval time.Duration, onErr func(error)) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if _, err := t.Expire(ctx); err != nil && ctx.Err() == nil && onErr != nil {
+				onErr(err)
+			}
+		}
+	}
+}

@@ -1,0 +1,144 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"xvs/bpf"
+	"xvs/loader"
+	"xvs/maps"
+	"xvs/sched"
+)
+
+// puntDevice is the tap the datapath sends first packets to.
+type puntDevice interface {
+	Queues() int
+	Read(q int, buf []byte) (int, error)
+	Write(q int, frame []byte) error
+	MAC() net.HardwareAddr
+}
+
+// PuntStats counts what the first-packet loop did with punted frames.
+type PuntStats struct {
+	Scheduled atomic.Uint64 // new conn installed, frame written back
+	Existing  atomic.Uint64 // conn already there (punted twice), written back
+	NoDest    atomic.Uint64 // no usable real server: dropped
+	NoService atomic.Uint64 // service gone meanwhile: dropped
+	Malformed atomic.Uint64 // could not be parsed: dropped
+	Errors    atomic.Uint64 // install or write failed: dropped
+}
+
+// RunPunt serves the punt device with one worker per queue until ctx ends
+// or a read fails.
+func (t *Table) RunPunt(ctx context.Context, dev puntDevice, st *PuntStats) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for q := range dev.Queues() {
+		g.Go(func() error {
+			buf := make([]byte, 65536)
+			for ctx.Err() == nil {
+				n, err := dev.Read(q, buf)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return fmt.Errorf("read punt queue %d: %w", q, err)
+				}
+				if t.firstPacket(buf[:n], st) {
+					loader.SetDstMAC(buf[:n], dev.MAC())
+					if err := dev.Write(q, buf[:n]); err != nil {
+						st.Errors.Add(1)
+					}
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// firstPacket schedules the connection of a punted frame and reports
+// whether the frame should be written back (its connection now exists).
+// The table lock is held only to find the service, never across a syscall.
+func (t *Table) firstPacket(frame []byte, st *PuntStats) bool {
+	f, err := loader.ParseFrame(frame)
+	if err != nil {
+		st.Malformed.Add(1)
+		return false
+	}
+	if _, err := t.dp.LookupConn(f.Proto, f.Src, f.Dst); err == nil {
+		st.Existing.Add(1)
+		return true
+	}
+	t.mu.RLock()
+	s := t.svcs[svcKey{proto: f.Proto, addr: f.Dst}]
+	var pool *sched.Pool
+	var svcID uint32
+	if s != nil {
+		pool, svcID = s.pool, s.id
+	}
+	t.mu.RUnlock()
+	if pool == nil {
+		st.NoService.Add(1)
+		return false
+	}
+	d, err := pool.Schedule(sched.Flow{Proto: f.Proto, Client: f.Src, VIP: f.Dst})
+	if err != nil {
+		if errors.Is(err, sched.ErrNoDest) {
+			st.NoDest.Add(1)
+		} else {
+			st.Errors.Add(1)
+		}
+		return false
+	}
+	destID, ok := t.destID(f.Proto, f.Dst, d.Addr)
+	if !ok {
+		st.NoService.Add(1)
+		return false
+	}
+	rs := d.Addr
+	if rs.Port() == 0 {
+		rs = netip.AddrPortFrom(rs.Addr(), f.Dst.Port())
+	}
+	c := maps.Conn{
+		Proto:    f.Proto,
+		Client:   f.Src,
+		VIP:      f.Dst,
+		Dest:     rs,
+		Flags:    uint8(bpf.XvsConnFlagsCONN_F_NEW),
+		SvcID:    svcID,
+		DestID:   destID,
+		LastSeen: t.mono(),
+	}
+	switch err := t.dp.InstallConn(c); {
+	case err == nil:
+		st.Scheduled.Add(1)
+	case errors.Is(err, maps.ErrConnExists):
+		// Another worker won the race for this flow: its conn stands.
+		st.Existing.Add(1)
+	default:
+		st.Errors.Add(1)
+		return false
+	}
+	return true
+}
+
+// destID returns the datapath id of a service's real server.
+func (t *Table) destID(proto uint8, vip, rs netip.AddrPort) (uint32, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s := t.svcs[svcKey{proto: proto, addr: vip}]
+	if s == nil {
+		return 0, false
+	}
+	d := s.byAddr[rs]
+	if d == nil {
+		return 0, false
+	}
+	return d.id, true
+}

@@ -1,0 +1,447 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"xvs/bpf"
+	"xvs/ipvsadm"
+	"xvs/maps"
+	"xvs/sched"
+)
+
+// datapath is what the table needs of the BPF maps (maps.Maps in xvsd, a
+// fake in tests).
+type datapath interface {
+	PutService(k maps.SvcKey, id uint32) error
+	DeleteService(k maps.SvcKey) error
+	SetDest(id uint32, available bool) error
+	ResetDest(id uint32) error
+	DestConns(id uint32) (active, inactive int64)
+	InstallConn(c maps.Conn) error
+	LookupConn(proto uint8, client, vip netip.AddrPort) (maps.Conn, error)
+	WalkConns(ctx context.Context, fn func(maps.Conn) bool) error
+	DeleteConnIf(c maps.Conn, lastSeen time.Duration) (bool, error)
+	ServiceStats(id uint32) (maps.Stats, error)
+	DestStats(id uint32) (maps.Stats, error)
+}
+
+const (
+	maxServices = bpf.XvsMaxSvcs
+	maxDests    = bpf.XvsMaxDests
+)
+
+type svcKey struct {
+	proto uint8
+	addr  netip.AddrPort
+}
+
+type service struct {
+	cfg    ipvsadm.Service
+	id     uint32
+	pool   *sched.Pool
+	dests  []*dest // order of addition
+	byAddr map[netip.AddrPort]*dest
+	zero   maps.Stats
+	est    estimator
+}
+
+func (s *service) add(d *dest) {
+	s.dests = append(s.dests, d)
+	if s.byAddr == nil {
+		s.byAddr = make(map[netip.AddrPort]*dest)
+	}
+	s.byAddr[d.cfg.Addr] = d
+}
+
+func (s *service) remove(i int) {
+	delete(s.byAddr, s.dests[i].cfg.Addr)
+	s.dests = append(s.dests[:i], s.dests[i+1:]...)
+}
+
+func (s *service) find(addr netip.AddrPort) (int, *dest) {
+	for i, d := range s.dests {
+		if d.cfg.Addr == addr {
+			return i, d
+		}
+	}
+	return -1, nil
+}
+
+type dest struct {
+	cfg   ipvsadm.Dest
+	id    uint32
+	svcID uint32
+	zero  maps.Stats
+	est   estimator
+}
+
+// trashKey names a deleted real server that connections still use. As in
+// IPVS, re-adding it to the same service revives it with its counters.
+type trashKey struct {
+	svc  svcKey
+	addr netip.AddrPort
+}
+
+// Table is the service table: every virtual service and real server, their
+// schedulers, the timeouts. It is the source of truth; the datapath's maps
+// are its projection. Safe for concurrent use.
+type Table struct {
+	mu       sync.RWMutex
+	dp       datapath
+	svcs     map[svcKey]*service
+	trash    map[trashKey]*dest
+	deadSvcs map[uint32]bool // ids of deleted services still used by trashed dests
+	svcIDs   idPool
+	destIDs  idPool
+	timeouts ipvsadm.Timeouts
+	total    estimator
+	zero     maps.Stats
+	wall     func() time.Time
+	mono     func() time.Duration
+	onChange func(*Snapshot)
+}
+
+// TableOptions configures a Table. Zero values are the defaults.
+type TableOptions struct {
+	Wall     func() time.Time     // scheduler clock (persistence); default time.Now
+	Mono     func() time.Duration // datapath clock; default maps.Now
+	OnChange func(*Snapshot)      // called with the new state after every change, under the table lock
+}
+
+// NewTable returns an empty table projecting into dp.
+func NewTable(dp datapath, opt TableOptions) *Table {
+	t := &Table{
+		dp:       dp,
+		svcs:     make(map[svcKey]*service),
+		trash:    make(map[trashKey]*dest),
+		deadSvcs: make(map[uint32]bool),
+		svcIDs:   newIDPool(maxServices),
+		destIDs:  newIDPool(maxDests),
+		timeouts: DefaultTimeouts,
+		wall:     opt.Wall,
+		mono:     opt.Mono,
+		onChange: opt.OnChange,
+	}
+	if t.wall == nil {
+		t.wall = time.Now
+	}
+	if t.mono == nil {
+		t.mono = maps.Now
+	}
+	return t
+}
+
+// LineError is a failure of one command of a batch; nothing was applied.
+type LineError struct {
+	Line int // 1-based position (or the rules file's line when known)
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+func (e *LineError) Unwrap() error { return e.Err }
+
+// Apply validates cmds as a whole and then applies them in order; when any
+// command would fail, nothing is applied and the error names the command.
+// lines gives each command's line number for messages (nil: 1, 2, ...).
+func (t *Table) Apply(cmds []ipvsadm.Command, lines []int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	line := func(i int) int {
+		if i < len(lines) {
+			return lines[i]
+		}
+		return i + 1
+	}
+	sh := t.shadow()
+	for i := range cmds {
+		if err := sh.check(&cmds[i]); err != nil {
+			if len(cmds) == 1 {
+				return err
+			}
+			return &LineError{Line: line(i), Err: err}
+		}
+	}
+	for i := range cmds {
+		if err := t.apply(&cmds[i]); err != nil {
+			// Validation passed, so this is the system failing (a map
+			// update); say so rather than pretend it was the input.
+			return fmt.Errorf("apply command %d after validation: %w", line(i), err)
+		}
+	}
+	if t.onChange != nil {
+		t.onChange(t.snapshotLocked())
+	}
+	return nil
+}
+
+func (t *Table) apply(c *ipvsadm.Command) error {
+	switch c.Kind {
+	case ipvsadm.CmdAddService:
+		return t.addService(*c.Service)
+	case ipvsadm.CmdEditService:
+		return t.editService(*c.Service)
+	case ipvsadm.CmdDelService:
+		return t.delService(keyOf(c.Service))
+	case ipvsadm.CmdFlush:
+		for k := range t.svcs {
+			if err := t.delService(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	case ipvsadm.CmdAddDest:
+		return t.addDest(keyOf(c.Service), *c.Dest)
+	case ipvsadm.CmdEditDest:
+		return t.editDest(keyOf(c.Service), *c.Dest)
+	case ipvsadm.CmdDelDest:
+		return t.delDest(keyOf(c.Service), c.Dest.Addr)
+	case ipvsadm.CmdSet:
+		t.setTimeouts(c.Timeouts)
+		return nil
+	case ipvsadm.CmdZero:
+		return t.zeroStats(c.Service)
+	}
+	return fmt.Errorf("command %v: %w", c.Kind, ErrNotSupported)
+}
+
+func keyOf(s *ipvsadm.Service) svcKey { return svcKey{proto: s.Proto, addr: s.Addr} }
+
+func mapKey(k svcKey) maps.SvcKey { return maps.SvcKey{Proto: k.proto, Addr: k.addr} }
+
+func schedConfig(s ipvsadm.Service, wall func() time.Time) sched.Config {
+	c := sched.Config{Scheduler: s.Scheduler, Flags: s.Flags, Now: wall}
+	if s.Persistent {
+		c.Persistent = time.Duration(s.Timeout) * time.Second
+		c.Netmask = s.Netmask
+	}
+	return c
+}
+
+func (t *Table) addService(s ipvsadm.Service) error {
+	k := keyOf(&s)
+	pool, err := newPool(s, t.wall)
+	if err != nil {
+		return fmt.Errorf("add service %v: %w", s.Addr, err)
+	}
+	id, ok := t.svcIDs.get()
+	if !ok {
+		return fmt.Errorf("add service %v: %w", s.Addr, ErrFull)
+	}
+	svc := &service{cfg: s, id: id, pool: pool}
+	// Counters of a reused id start from what the datapath holds now.
+	if st, err := t.dp.ServiceStats(id); err == nil {
+		svc.zero = st
+	}
+	if err := t.dp.PutService(mapKey(k), id); err != nil {
+		t.svcIDs.put(id)
+		return fmt.Errorf("add service %v: %w", s.Addr, err)
+	}
+	t.svcs[k] = svc
+	return nil
+}
+
+func newPool(s ipvsadm.Service, wall func() time.Time) (*sched.Pool, error) {
+	pool, err := sched.NewPool(schedConfig(s, wall))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoScheduler, err)
+	}
+	return pool, nil
+}
+
+func (t *Table) editService(s ipvsadm.Service) error {
+	svc := t.svcs[keyOf(&s)]
+	if svc == nil {
+		return ErrNoService
+	}
+	if err := svc.pool.SetConfig(schedConfig(s, t.wall)); err != nil {
+		return fmt.Errorf("edit service %v: %w", s.Addr, ErrNoScheduler)
+	}
+	svc.cfg = s
+	return nil
+}
+
+func (t *Table) delService(k svcKey) error {
+	svc := t.svcs[k]
+	if svc == nil {
+		return ErrNoService
+	}
+	if err := t.dp.DeleteService(mapKey(k)); err != nil {
+		return fmt.Errorf("delete service %v: %w", k.addr, err)
+	}
+	for _, d := range svc.dests {
+		if err := t.trashDest(k, d); err != nil {
+			return err
+		}
+	}
+	delete(t.svcs, k)
+	t.deadSvcs[svc.id] = true
+	t.reapServiceIDs()
+	return nil
+}
+
+func (t *Table) addDest(k svcKey, d ipvsadm.Dest) error {
+	svc := t.svcs[k]
+	if svc == nil {
+		return ErrServiceNotDefined
+	}
+	if d.Method == ipvsadm.MethodUnset {
+		d.Method = ipvsadm.MethodMasq
+	}
+	nd := t.trash[trashKey{svc: k, addr: d.Addr}]
+	if nd != nil && nd.svcID == svc.id {
+		delete(t.trash, trashKey{svc: k, addr: d.Addr})
+		nd.cfg = d
+	} else {
+		id, ok := t.destIDs.get()
+		if !ok {
+			return fmt.Errorf("add destination %v: %w", d.Addr, ErrFull)
+		}
+		if err := t.dp.ResetDest(id); err != nil {
+			t.destIDs.put(id)
+			return fmt.Errorf("add destination %v: %w", d.Addr, err)
+		}
+		nd = &dest{cfg: d, id: id, svcID: svc.id}
+	}
+	if _, err := svc.pool.AddDest(destConfig(d), counters{dp: t.dp, id: nd.id}); err != nil {
+		return fmt.Errorf("add destination %v: %w", d.Addr, err)
+	}
+	if err := t.dp.SetDest(nd.id, true); err != nil {
+		return fmt.Errorf("add destination %v: %w", d.Addr, err)
+	}
+	svc.add(nd)
+	return nil
+}
+
+func (t *Table) editDest(k svcKey, d ipvsadm.Dest) error {
+	svc := t.svcs[k]
+	if svc == nil {
+		return ErrServiceNotDefined
+	}
+	_, cur := svc.find(d.Addr)
+	if cur == nil {
+		return ErrNoDest
+	}
+	if d.Method == ipvsadm.MethodUnset {
+		d.Method = cur.cfg.Method
+	}
+	if err := svc.pool.EditDest(destConfig(d)); err != nil {
+		return fmt.Errorf("edit destination %v: %w", d.Addr, err)
+	}
+	cur.cfg = d
+	return nil
+}
+
+func (t *Table) delDest(k svcKey, addr netip.AddrPort) error {
+	svc := t.svcs[k]
+	if svc == nil {
+		return ErrServiceNotDefined
+	}
+	i, d := svc.find(addr)
+	if d == nil {
+		return ErrNoDest
+	}
+	if err := svc.pool.DelDest(addr); err != nil {
+		return fmt.Errorf("delete destination %v: %w", addr, err)
+	}
+	svc.remove(i)
+	return t.trashDest(k, d)
+}
+
+// trashDest parks a deleted real server until its last connection is gone:
+// its remaining connections' packets are dropped (IPVS's default
+// expire_nodest_conn=0) and its id stays taken.
+func (t *Table) trashDest(k svcKey, d *dest) error {
+	if err := t.dp.SetDest(d.id, false); err != nil {
+		return fmt.Errorf("delete destination %v: %w", d.cfg.Addr, err)
+	}
+	t.trash[trashKey{svc: k, addr: d.cfg.Addr}] = d
+	t.reapTrash()
+	return nil
+}
+
+// reapTrash frees deleted real servers that no connection uses any more.
+func (t *Table) reapTrash() {
+	for k, d := range t.trash {
+		if a, i := t.dp.DestConns(d.id); a == 0 && i == 0 {
+			delete(t.trash, k)
+			t.destIDs.put(d.id)
+		}
+	}
+	t.reapServiceIDs()
+}
+
+func (t *Table) reapServiceIDs() {
+	for id := range t.deadSvcs {
+		used := false
+		for _, d := range t.trash {
+			if d.svcID == id {
+				used = true
+				break
+			}
+		}
+		if !used {
+			delete(t.deadSvcs, id)
+			t.svcIDs.put(id)
+		}
+	}
+}
+
+func destConfig(d ipvsadm.Dest) sched.DestConfig {
+	return sched.DestConfig{Addr: d.Addr, Weight: d.Weight, UThreshold: d.UThreshold, LThreshold: d.LThreshold}
+}
+
+// counters reads a real server's ActiveConn/InActConn from the datapath for
+// the schedulers.
+type counters struct {
+	dp datapath
+	id uint32
+}
+
+func (c counters) Active() int64   { a, _ := c.dp.DestConns(c.id); return a }
+func (c counters) Inactive() int64 { _, i := c.dp.DestConns(c.id); return i }
+
+// idPool hands out the smallest free id below max.
+type idPool struct {
+	used []bool
+}
+
+func newIDPool(max int) idPool { return idPool{used: make([]bool, max)} }
+
+func (p *idPool) get() (uint32, bool) {
+	for i, u := range p.used {
+		if !u {
+			p.used[i] = true
+			return uint32(i), true
+		}
+	}
+	return 0, false
+}
+
+func (p *idPool) take(id uint32) bool {
+	if int(id) >= len(p.used) || p.used[id] {
+		return false
+	}
+	p.used[id] = true
+	return true
+}
+
+func (p *idPool) put(id uint32) {
+	if int(id) < len(p.used) {
+		p.used[id] = false
+	}
+}
+
+func (p *idPool) count() int {
+	n := 0
+	for _, u := range p.used {
+		if u {
+			n++
+		}
+	}
+	return n
+}
