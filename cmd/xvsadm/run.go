@@ -213,5 +213,9 @@ func (e *env) restore() int {
 	if len(cmds) == 0 {
 		return exitOK
 	}
-	return e.apply(cmds, restoreLines(cmds))
+	lines := make([]int, len(cmds))
+	for i, c := range cmds {
+		lines[i] = c.Line
+	}
+	return e.apply(cmds, lines)
 }

@@ -214,7 +214,11 @@ func setup(log *slog.Logger, dp *loader.Datapath, table *ctl.Table, statePath st
 		log.Warn("pinned datapath found without a state file: starting with an empty table")
 	}
 	if len(rules) > 0 {
-		if err := table.Apply(rules, nil); err != nil {
+		lines := make([]int, len(rules))
+		for i, c := range rules {
+			lines[i] = c.Line
+		}
+		if err := table.Apply(rules, lines); err != nil {
 			return fmt.Errorf("rules: %s", ctl.Message(err))
 		}
 		log.Info("rules loaded", slog.Int("commands", len(rules)))
