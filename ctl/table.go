@@ -2,13 +2,11 @@ package ctl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
 	"time"
 
-	"xvs/bpf"
 	"xvs/ipvsadm"
 	"xvs/maps"
 	"xvs/sched"
@@ -30,9 +28,11 @@ type datapath interface {
 	DestStats(id uint32) (maps.Stats, error)
 }
 
+// Sizes of xvs_svcs and xvs_dests (XVS_MAX_SVCS, XVS_MAX_DESTS in
+// bpf/xvs.h; a test checks them against the object).
 const (
-	maxServices = bpf.XvsMaxSvcs
-	maxDests    = bpf.XvsMaxDests
+	maxServices = 4096
+	maxDests    = 65536
 )
 
 type svcKey struct {
@@ -218,6 +218,7 @@ func schedConfig(s ipvsadm.Service, wall func() time.Time) sched.Config {
 	if s.Persistent {
 		c.Persistent = time.Duration(s.Timeout) * time.Second
 		c.Netmask = s.Netmask
+		c.AllPorts = s.Addr.Port() == 0
 	}
 	return c
 }

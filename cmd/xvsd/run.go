@@ -53,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "socket", Value: ctl.DefaultSocket, Usage: "control socket `PATH` for xvsadm"},
 			&cli.StringFlag{Name: "bpffs", Value: defaultBPFFS, Usage: "`DIR` on a bpffs for pinned maps and links (mounted if needed)"},
 			&cli.StringFlag{Name: "state", Value: defaultState, Usage: "`FILE` keeping the service table across restarts"},
-			&cli.UintFlag{Name: "conn-max", Value: bpf.XvsDefaultConns, Usage: "size of the connection table (entries)"},
+			&cli.UintFlag{Name: "conn-max", Value: 1048576, Usage: "size of the connection table (entries)"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9472); off when empty"},
 			&cli.StringFlag{Name: "tap", Value: defaultTap, Usage: "`NAME` of the punt device for first packets"},
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "first-packet workers (punt device queues)"},

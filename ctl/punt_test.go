@@ -1,0 +1,164 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"xvs/testutil"
+)
+
+// fakeTap hands frames to the punt workers and keeps what they write back.
+type fakeTap struct {
+	in      chan []byte
+	mu      sync.Mutex
+	written [][]byte
+	mac     net.HardwareAddr
+}
+
+func (f *fakeTap) Queues() int { return 1 }
+
+func (f *fakeTap) Read(q int, buf []byte) (int, error) {
+	b, ok := <-f.in
+	if !ok {
+		return 0, os.ErrClosed
+	}
+	return copy(buf, b), nil
+}
+
+func (f *fakeTap) Write(q int, frame []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.written = append(f.written, append([]byte(nil), frame...))
+	return nil
+}
+
+func (f *fakeTap) MAC() net.HardwareAddr { return f.mac }
+
+func syn(client, vip netip.AddrPort) []byte {
+	return testutil.Frame{
+		Src: client.Addr(), Dst: vip.Addr(), SrcPort: client.Port(), DstPort: vip.Port(),
+		Proto: testutil.ProtoTCP, TCPFlags: testutil.TCPSyn,
+	}.Bytes()
+}
+
+func TestFirstPacketSchedulesAndInstalls(t *testing.T) {
+	dp := newFakeDP()
+	tb := NewTable(dp, TableOptions{})
+	must(t, tb.Apply(parseAll(t,
+		"-A -t 202.103.106.5:80 -s rr",
+		"-a -t 202.103.106.5:80 -r 172.16.0.2:80 -m",
+		"-a -t 202.103.106.5:80 -r 172.16.0.3:8080 -m",
+		"-A -t 202.103.106.5:443 -s rr"), nil))
+	vip := netip.MustParseAddrPort("202.103.106.5:80")
+	var st PuntStats
+	want := []string{"172.16.0.2:80", "172.16.0.3:8080", "172.16.0.2:80", "172.16.0.3:8080"}
+	for i, w := range want {
+		client := netip.AddrPortFrom(netip.MustParseAddr("202.103.106.2"), uint16(40000+i))
+		if !tb.firstPacket(syn(client, vip), &st) {
+			t.Fatalf("packet %d not written back", i)
+		}
+		c, err := dp.LookupConn(6, client, vip)
+		if err != nil {
+			t.Fatalf("packet %d: no conn installed: %v", i, err)
+		}
+		if c.Dest.String() != w || c.Flags != 1 {
+			t.Errorf("packet %d: conn to %v flags %d, want %s flags 1 (new)", i, c.Dest, c.Flags, w)
+		}
+	}
+	// The same flow punted again is not scheduled again.
+	client := netip.MustParseAddrPort("202.103.106.2:40000")
+	if !tb.firstPacket(syn(client, vip), &st) || st.Existing.Load() != 1 || st.Scheduled.Load() != 4 {
+		t.Errorf("second punt of a flow: scheduled %d existing %d, want 4 and 1", st.Scheduled.Load(), st.Existing.Load())
+	}
+	tests := []struct {
+		name  string
+		frame []byte
+		count func() uint64
+	}{
+		{"service without real servers", syn(client, netip.MustParseAddrPort("202.103.106.5:443")), st.NoDest.Load},
+		{"not a service", syn(client, netip.MustParseAddrPort("202.103.106.5:22")), st.NoService.Load},
+		{"truncated", syn(client, vip)[:30], st.Malformed.Load},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tt.count()
+			if tb.firstPacket(tt.frame, &st) {
+				t.Error("written back")
+			}
+			if tt.count() != before+1 {
+				t.Error("not counted")
+			}
+		})
+	}
+}
+
+func TestRunPuntWritesBackToTheTap(t *testing.T) {
+	dp := newFakeDP()
+	tb := NewTable(dp, TableOptions{})
+	must(t, tb.Apply(parseAll(t, "-A -u [2001:db8::5]:53 -s rr", "-a -u [2001:db8::5]:53 -r [2001:db8:2::2]:53 -m"), nil))
+	tap := &fakeTap{in: make(chan []byte, 2), mac: net.HardwareAddr{2, 0, 0, 0, 0, 9}}
+	client := netip.MustParseAddrPort("[2001:db8:1::2]:5353")
+	vip := netip.MustParseAddrPort("[2001:db8::5]:53")
+	tap.in <- testutil.Frame{Src: client.Addr(), Dst: vip.Addr(), SrcPort: client.Port(), DstPort: vip.Port(), Proto: testutil.ProtoUDP, Payload: []byte("q")}.Bytes()
+	tap.in <- []byte{1, 2, 3}
+	close(tap.in)
+	var st PuntStats
+	err := tb.RunPunt(context.Background(), tap, &st)
+	if err == nil || !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("RunPunt = %v, want the read error", err)
+	}
+	if len(tap.written) != 1 {
+		t.Fatalf("%d frames written back, want 1", len(tap.written))
+	}
+	if got := net.HardwareAddr(tap.written[0][:6]); got.String() != tap.mac.String() {
+		t.Errorf("written back to %v, want the tap's MAC %v", got, tap.mac)
+	}
+	if _, err := dp.LookupConn(17, client, vip); err != nil {
+		t.Errorf("no conn for the UDP flow: %v", err)
+	}
+	if st.Malformed.Load() != 1 {
+		t.Errorf("malformed = %d, want 1", st.Malformed.Load())
+	}
+}
+
+func TestPersistenceSticksAcrossConns(t *testing.T) {
+	dp := newFakeDP()
+	now := time.Unix(1000, 0)
+	tb := NewTable(dp, TableOptions{Wall: func() time.Time { return now }})
+	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr -p 30",
+		"-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m", "-a -t 10.0.0.1:80 -r 172.16.0.3:80 -m"), nil))
+	vip := netip.MustParseAddrPort("10.0.0.1:80")
+	var st PuntStats
+	first := ""
+	for i := range 4 {
+		client := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.7"), uint16(1000+i))
+		tb.firstPacket(syn(client, vip), &st)
+		c, err := dp.LookupConn(6, client, vip)
+		must(t, err)
+		if first == "" {
+			first = c.Dest.String()
+		} else if c.Dest.String() != first {
+			t.Fatalf("conn %d went to %v, want %s (persistent)", i, c.Dest, first)
+		}
+	}
+	conns, err := tb.Conns(context.Background())
+	must(t, err)
+	templates := 0
+	for _, c := range conns {
+		if c.Template {
+			templates++
+			if c.Client.String() != "192.0.2.7:0" || c.Dest.String() != first {
+				t.Errorf("template %+v", c)
+			}
+		}
+	}
+	if templates != 1 {
+		t.Errorf("%d templates listed, want 1", templates)
+	}
+}
