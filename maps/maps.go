@@ -1,0 +1,616 @@
+// Package maps gives typed Go access to every map of the xvs datapath:
+// services, connections (both keys kept together), real-server counters
+// shared through an mmap, per-CPU statistics, verdict reasons and the
+// daemon's configuration entry.
+package maps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"xvs/bpf"
+)
+
+var (
+	// ErrConnExists means the client-side key is already installed:
+	// another installer won the race, look the conn up again.
+	ErrConnExists = errors.New("connection exists")
+	// ErrNotFound means the key is not in the map.
+	ErrNotFound = errors.New("not found")
+)
+
+// destSize is the stride of xvs_dests in its mmap: sizeof(struct dest),
+// already a multiple of 8 as the kernel requires for mmapable arrays.
+const destSize = int(unsafe.Sizeof(bpf.XvsDest{}))
+
+// Field offsets inside one struct dest in the mmap.
+var (
+	offActive   = int(unsafe.Offsetof(bpf.XvsDest{}.Active))
+	offInactive = int(unsafe.Offsetof(bpf.XvsDest{}.Inactive))
+	offFlags    = int(unsafe.Offsetof(bpf.XvsDest{}.Flags))
+)
+
+// Maps is typed access to the datapath's maps. It is safe for concurrent
+// use. It does not own the maps' file descriptors: Close only unmaps
+// xvs_dests, and the caller closes the maps.
+type Maps struct {
+	svcs      *ebpf.Map
+	conns     *ebpf.Map
+	rconns    *ebpf.Map
+	dests     *ebpf.Map
+	svcStats  *ebpf.Map
+	destStats *ebpf.Map
+	reasons   *ebpf.Map
+	cfg       *ebpf.Map
+
+	ncpu int
+	// destMem is xvs_dests mapped shared: counters are changed with
+	// atomic operations on it, the same way the datapath changes them,
+	// so no update is lost (a map update would overwrite the whole value).
+	destMem  []byte
+	destMax  uint32
+	cfgMu    sync.Mutex // serialises read-modify-write of xvs_cfg[0]
+	closeMu  sync.Mutex
+	isClosed bool
+}
+
+// New wraps loaded maps and mmaps xvs_dests.
+func New(m *bpf.XvsMaps) (*Maps, error) {
+	if m == nil || m.XvsSvcs == nil || m.XvsConns == nil || m.XvsRconns == nil || m.XvsDests == nil ||
+		m.XvsSvcStats == nil || m.XvsDestStats == nil || m.XvsReasons == nil || m.XvsCfg == nil {
+		return nil, errors.New("new maps: missing map")
+	}
+	if got := int(m.XvsDests.ValueSize()); got != destSize {
+		return nil, fmt.Errorf("new maps: xvs_dests value size %d, want %d", got, destSize)
+	}
+	if m.XvsDests.Flags()&unix.BPF_F_MMAPABLE == 0 {
+		return nil, errors.New("new maps: xvs_dests is not mmapable")
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("new maps: possible cpus: %w", err)
+	}
+	entries := m.XvsDests.MaxEntries()
+	page := unix.Getpagesize()
+	size := (int(entries)*destSize + page - 1) / page * page
+	mem, err := unix.Mmap(m.XvsDests.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("new maps: mmap xvs_dests: %w", err)
+	}
+	return &Maps{
+		svcs:      m.XvsSvcs,
+		conns:     m.XvsConns,
+		rconns:    m.XvsRconns,
+		dests:     m.XvsDests,
+		svcStats:  m.XvsSvcStats,
+		destStats: m.XvsDestStats,
+		reasons:   m.XvsReasons,
+		cfg:       m.XvsCfg,
+		ncpu:      ncpu,
+		destMem:   mem,
+		destMax:   entries,
+	}, nil
+}
+
+// Close unmaps xvs_dests. The maps themselves stay open; no method may be
+// called after Close.
+func (m *Maps) Close() error {
+	m.closeMu.Lock()
+	defer m.closeMu.Unlock()
+	if m.isClosed {
+		return nil
+	}
+	m.isClosed = true
+	if err := unix.Munmap(m.destMem); err != nil {
+		return fmt.Errorf("unmap xvs_dests: %w", err)
+	}
+	return nil
+}
+
+// SvcKey identifies a virtual service.
+type SvcKey struct {
+	Proto uint8 // unix.IPPROTO_TCP or unix.IPPROTO_UDP
+	Addr  netip.AddrPort
+}
+
+// PutService maps a virtual service to its id (index of its statistics).
+func (m *Maps) PutService(k SvcKey, id uint32) error {
+	bk, err := svcKeyToBPF(k)
+	if err != nil {
+		return fmt.Errorf("put service: %w", err)
+	}
+	if err := m.svcs.Put(&bk, &bpf.XvsSvc{Id: id}); err != nil {
+		return fmt.Errorf("put service %d %s: %w", k.Proto, k.Addr, err)
+	}
+	return nil
+}
+
+// DeleteService removes a virtual service; ErrNotFound if it is not there.
+func (m *Maps) DeleteService(k SvcKey) error {
+	bk, err := svcKeyToBPF(k)
+	if err != nil {
+		return fmt.Errorf("delete service: %w", err)
+	}
+	if err := m.svcs.Delete(&bk); err != nil {
+		return fmt.Errorf("delete service %d %s: %w", k.Proto, k.Addr, notFound(err))
+	}
+	return nil
+}
+
+// Services returns every installed virtual service and its id, to rebuild
+// the service table after a restart.
+func (m *Maps) Services() (map[SvcKey]uint32, error) {
+	out := make(map[SvcKey]uint32)
+	var (
+		bk bpf.XvsSvcKey
+		v  bpf.XvsSvc
+	)
+	it := m.svcs.Iterate()
+	for it.Next(&bk, &v) {
+		k, err := svcKeyFromBPF(bk)
+		if err != nil {
+			return nil, fmt.Errorf("list services: %w", err)
+		}
+		out[k] = v.Id
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	return out, nil
+}
+
+// destField returns a pointer into the mmap of xvs_dests, or nil when id
+// is out of range.
+func (m *Maps) destField(id uint32, off int) unsafe.Pointer {
+	if id >= m.destMax {
+		return nil
+	}
+	return unsafe.Pointer(&m.destMem[int(id)*destSize+off])
+}
+
+func (m *Maps) checkDest(id uint32) error {
+	if id >= m.destMax {
+		return fmt.Errorf("dest id %d out of range (max %d)", id, m.destMax)
+	}
+	return nil
+}
+
+// SetDest sets whether a real server is available (on its service's
+// list). Its counters are left alone.
+func (m *Maps) SetDest(id uint32, available bool) error {
+	if err := m.checkDest(id); err != nil {
+		return fmt.Errorf("set dest: %w", err)
+	}
+	var flags uint32
+	if available {
+		flags = uint32(bpf.XvsDestFlagsDEST_F_AVAILABLE)
+	}
+	atomic.StoreUint32((*uint32)(m.destField(id, offFlags)), flags)
+	return nil
+}
+
+// ResetDest zeroes the counters, flags and per-CPU statistics of a dest id
+// before it is reused for a new real server.
+func (m *Maps) ResetDest(id uint32) error {
+	if err := m.checkDest(id); err != nil {
+		return fmt.Errorf("reset dest: %w", err)
+	}
+	atomic.StoreUint32((*uint32)(m.destField(id, offFlags)), 0)
+	atomic.StoreInt64((*int64)(m.destField(id, offActive)), 0)
+	atomic.StoreInt64((*int64)(m.destField(id, offInactive)), 0)
+	if err := m.destStats.Put(&id, make([]bpf.XvsStats, m.ncpu)); err != nil {
+		return fmt.Errorf("reset dest %d stats: %w", id, err)
+	}
+	return nil
+}
+
+// DestConns returns a real server's ActiveConn and InActConn. It reads the
+// shared mmap and does not allocate, so schedulers may call it per packet.
+// Out-of-range ids read as zero.
+func (m *Maps) DestConns(id uint32) (active, inactive int64) {
+	if id >= m.destMax {
+		return 0, 0
+	}
+	return atomic.LoadInt64((*int64)(m.destField(id, offActive))),
+		atomic.LoadInt64((*int64)(m.destField(id, offInactive)))
+}
+
+// DestAvailable reports the availability flag of a dest id.
+func (m *Maps) DestAvailable(id uint32) bool {
+	if id >= m.destMax {
+		return false
+	}
+	f := atomic.LoadUint32((*uint32)(m.destField(id, offFlags)))
+	return f&uint32(bpf.XvsDestFlagsDEST_F_AVAILABLE) != 0
+}
+
+// addDestConns counts a conn in (n > 0) or out of (n < 0) the class of
+// its state.
+func (m *Maps) addDestConns(id uint32, state uint8, n int64) {
+	off := offInactive
+	if Active(state) {
+		off = offActive
+	}
+	if p := m.destField(id, off); p != nil {
+		atomic.AddInt64((*int64)(p), n)
+	}
+}
+
+// Active reports whether a TCP state counts as ActiveConn (IPVS:
+// ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK); every other state, and UDP's
+// NONE, counts as InActConn.
+func Active(state uint8) bool {
+	switch bpf.XvsTcpState(state) {
+	case bpf.XvsTcpStateSTATE_ESTABLISHED, bpf.XvsTcpStateSTATE_SYN_SENT,
+		bpf.XvsTcpStateSTATE_SYN_RECV, bpf.XvsTcpStateSTATE_SYNACK:
+		return true
+	}
+	return false
+}
+
+// Conn is one connection: the client-side tuple, where it goes, its state.
+type Conn struct {
+	Proto    uint8
+	Client   netip.AddrPort
+	VIP      netip.AddrPort
+	Dest     netip.AddrPort
+	State    uint8 // enum tcp_state (IPVS numbering); UDP stays 0
+	Flags    uint8 // enum conn_flags
+	SvcID    uint32
+	DestID   uint32
+	LastSeen time.Duration // bpf_ktime_get_ns clock, see Now
+}
+
+// InstallConn installs a conn under both keys and counts it in its real
+// server's class (InActConn for a new conn in state NONE). The server-side
+// key goes first, so that a reply can never miss a conn the datapath
+// already forwards; the client-side key is added only if absent. When it
+// is present someone else won: ErrConnExists, and the winner's entries stay.
+//
+// A server-side key already used by another conn (same real server and
+// client port reached through two virtual services) is overwritten, the
+// way a newer conn shadows an older one in IPVS's out-lookup.
+//
+// A zero LastSeen is stamped with Now(), so that a conn is not idle
+// before its first packet has been forwarded.
+func (m *Maps) InstallConn(c Conn) error {
+	if c.LastSeen == 0 {
+		c.LastSeen = Now()
+	}
+	ck, sk, v, err := connToBPF(c)
+	if err != nil {
+		return fmt.Errorf("install conn: %w", err)
+	}
+	if err := m.checkDest(c.DestID); err != nil {
+		return fmt.Errorf("install conn: %w", err)
+	}
+	if err := m.rconns.Update(&sk, &ck, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("install conn %s -> %s: server side: %w", c.Client, c.VIP, err)
+	}
+	err = m.conns.Update(&ck, &v, ebpf.UpdateNoExist)
+	if errors.Is(err, ebpf.ErrKeyExist) {
+		// Keep the server-side entry if the winner uses the same one.
+		var cur bpf.XvsConn
+		if lerr := m.conns.Lookup(&ck, &cur); lerr != nil || serverKey(ck, cur) != sk {
+			m.deleteServerKey(sk, ck)
+		}
+		return fmt.Errorf("install conn %s -> %s: %w", c.Client, c.VIP, ErrConnExists)
+	}
+	if err != nil {
+		m.deleteServerKey(sk, ck)
+		return fmt.Errorf("install conn %s -> %s: %w", c.Client, c.VIP, err)
+	}
+	m.addDestConns(c.DestID, c.State, 1)
+	return nil
+}
+
+// deleteServerKey removes sk from xvs_rconns if it still points at ck
+// (another conn may have taken the key over). Errors are not interesting:
+// a missing key is what we want.
+func (m *Maps) deleteServerKey(sk, ck bpf.XvsConnKey) {
+	var cur bpf.XvsConnKey
+	if err := m.rconns.Lookup(&sk, &cur); err != nil || cur != ck {
+		return
+	}
+	_ = m.rconns.Delete(&sk)
+}
+
+// LookupConn finds a conn by its client-side tuple; ErrNotFound if absent.
+func (m *Maps) LookupConn(proto uint8, client, vip netip.AddrPort) (Conn, error) {
+	ck, err := connKeyToBPF(proto, client, vip)
+	if err != nil {
+		return Conn{}, fmt.Errorf("lookup conn: %w", err)
+	}
+	var v bpf.XvsConn
+	if err := m.conns.Lookup(&ck, &v); err != nil {
+		return Conn{}, fmt.Errorf("lookup conn %s -> %s: %w", client, vip, notFound(err))
+	}
+	return connFromBPF(ck, v)
+}
+
+// walkBatch is the number of conns read per BPF_MAP_LOOKUP_BATCH call.
+const walkBatch = 256
+
+// WalkConns calls fn for every conn until fn returns false or ctx is done.
+// It reads the map in batches; a map that changes meanwhile may show a
+// conn twice or not at all, as any hash map walk.
+func (m *Maps) WalkConns(ctx context.Context, fn func(Conn) bool) error {
+	n := walkBatch
+	keys := make([]bpf.XvsConnKey, n)
+	vals := make([]bpf.XvsConn, n)
+	var cursor ebpf.MapBatchCursor
+	first := true
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		got, err := m.conns.BatchLookup(&cursor, keys, vals, nil)
+		done := errors.Is(err, ebpf.ErrKeyNotExist)
+		switch {
+		case err == nil || done:
+		case first && errors.Is(err, ebpf.ErrNotSupported):
+			return m.iterateConns(ctx, fn)
+		case errors.Is(err, unix.ENOSPC) && n < 1<<16:
+			// A hash bucket holds more entries than a batch: grow and
+			// retry from the same cursor.
+			n *= 4
+			keys = make([]bpf.XvsConnKey, n)
+			vals = make([]bpf.XvsConn, n)
+			continue
+		default:
+			return fmt.Errorf("walk conns: %w", err)
+		}
+		first = false
+		for i := range got {
+			c, err := connFromBPF(keys[i], vals[i])
+			if err != nil {
+				continue // a corrupt key is not the walker's problem
+			}
+			if !fn(c) {
+				return nil
+			}
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// iterateConns is WalkConns for kernels without batch lookups.
+func (m *Maps) iterateConns(ctx context.Context, fn func(Conn) bool) error {
+	var (
+		k bpf.XvsConnKey
+		v bpf.XvsConn
+	)
+	it := m.conns.Iterate()
+	for it.Next(&k, &v) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c, err := connFromBPF(k, v)
+		if err != nil {
+			continue
+		}
+		if !fn(c) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("walk conns: %w", err)
+	}
+	return nil
+}
+
+// DeleteConn removes a conn under both keys and takes it out of its real
+// server's counters, by the class of the state that was actually removed
+// (the lookup and the delete are one atomic operation). It returns the
+// removed conn, or ErrNotFound.
+func (m *Maps) DeleteConn(proto uint8, client, vip netip.AddrPort) (Conn, error) {
+	ck, err := connKeyToBPF(proto, client, vip)
+	if err != nil {
+		return Conn{}, fmt.Errorf("delete conn: %w", err)
+	}
+	v, err := m.removeConn(ck)
+	if err != nil {
+		return Conn{}, fmt.Errorf("delete conn %s -> %s: %w", client, vip, err)
+	}
+	return connFromBPF(ck, v)
+}
+
+// removeConn is the shared tail of DeleteConn and DeleteConnIf.
+func (m *Maps) removeConn(ck bpf.XvsConnKey) (bpf.XvsConn, error) {
+	var v bpf.XvsConn
+	if err := m.conns.LookupAndDelete(&ck, &v); err != nil {
+		return v, notFound(err)
+	}
+	m.deleteServerKey(serverKey(ck, v), ck)
+	m.addDestConns(v.DestId, v.State, -1)
+	return v, nil
+}
+
+// DeleteConnIf is the expiry helper: it removes c only if its stored
+// last_seen still equals lastSeen, i.e. no packet refreshed it since the
+// caller decided it was idle. It reports whether it removed the conn; a
+// conn that is gone already is (false, nil).
+//
+// The check and the delete are two syscalls. A packet that refreshes the
+// conn between them (a window of about a microsecond, at the very moment
+// the conn has been idle for its whole timeout) still sees it removed; it
+// is not reinstalled, and the flow's next packet is treated as a new one,
+// just as IPVS's expiry timer races with a late packet.
+func (m *Maps) DeleteConnIf(c Conn, lastSeen time.Duration) (bool, error) {
+	ck, err := connKeyToBPF(c.Proto, c.Client, c.VIP)
+	if err != nil {
+		return false, fmt.Errorf("expire conn: %w", err)
+	}
+	var cur bpf.XvsConn
+	if err := m.conns.Lookup(&ck, &cur); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("expire conn %s -> %s: %w", c.Client, c.VIP, err)
+	}
+	if cur.LastSeen != uint64(lastSeen) {
+		return false, nil
+	}
+	if _, err := m.removeConn(ck); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("expire conn %s -> %s: %w", c.Client, c.VIP, err)
+	}
+	return true, nil
+}
+
+// Stats are IPVS's five counters of a service or real server.
+type Stats struct {
+	Conns, InPkts, OutPkts, InBytes, OutBytes uint64
+}
+
+// ServiceStats returns a service's counters summed over all CPUs.
+func (m *Maps) ServiceStats(id uint32) (Stats, error) {
+	s, err := m.sumStats(m.svcStats, id)
+	if err != nil {
+		return s, fmt.Errorf("service %d stats: %w", id, err)
+	}
+	return s, nil
+}
+
+// DestStats returns a real server's counters summed over all CPUs.
+func (m *Maps) DestStats(id uint32) (Stats, error) {
+	s, err := m.sumStats(m.destStats, id)
+	if err != nil {
+		return s, fmt.Errorf("dest %d stats: %w", id, err)
+	}
+	return s, nil
+}
+
+func (m *Maps) sumStats(mp *ebpf.Map, id uint32) (Stats, error) {
+	var s Stats
+	if id >= mp.MaxEntries() {
+		return s, fmt.Errorf("id out of range (max %d)", mp.MaxEntries())
+	}
+	per := make([]bpf.XvsStats, m.ncpu)
+	if err := mp.Lookup(&id, &per); err != nil {
+		return s, err
+	}
+	for _, c := range per {
+		statsAdd(&s, c)
+	}
+	return s, nil
+}
+
+// Reasons returns the packet count of every verdict reason, summed over
+// CPUs and indexed by bpf.XvsReason.
+func (m *Maps) Reasons() ([bpf.XvsReasonREASON_MAX]uint64, error) {
+	var out [bpf.XvsReasonREASON_MAX]uint64
+	per := make([]uint64, m.ncpu)
+	for r := range uint32(bpf.XvsReasonREASON_MAX) {
+		if err := m.reasons.Lookup(&r, &per); err != nil {
+			return out, fmt.Errorf("reason %s: %w", ReasonName(bpf.XvsReason(r)), err)
+		}
+		for _, n := range per {
+			out[r] += n
+		}
+	}
+	return out, nil
+}
+
+var reasonNames = [bpf.XvsReasonREASON_MAX]string{
+	bpf.XvsReasonREASON_FWD_IN:          "fwd_in",
+	bpf.XvsReasonREASON_FWD_OUT:         "fwd_out",
+	bpf.XvsReasonREASON_PUNT:            "punt",
+	bpf.XvsReasonREASON_PASS_NOT_IP:     "pass_not_ip",
+	bpf.XvsReasonREASON_PASS_NOT_L4:     "pass_not_l4",
+	bpf.XvsReasonREASON_PASS_FRAGMENT:   "pass_fragment",
+	bpf.XvsReasonREASON_PASS_IPV6EXT:    "pass_ipv6_ext",
+	bpf.XvsReasonREASON_PASS_NO_SVC:     "pass_no_svc",
+	bpf.XvsReasonREASON_PASS_NOT_FIRST:  "pass_not_first",
+	bpf.XvsReasonREASON_PASS_TTL:        "pass_ttl",
+	bpf.XvsReasonREASON_PASS_FIB:        "pass_fib",
+	bpf.XvsReasonREASON_PASS_NO_NEIGH:   "pass_no_neigh",
+	bpf.XvsReasonREASON_PASS_MTU:        "pass_mtu",
+	bpf.XvsReasonREASON_DROP_MALFORMED:  "drop_malformed",
+	bpf.XvsReasonREASON_DROP_PUNT_STALE: "drop_punt_stale",
+	bpf.XvsReasonREASON_DROP_PUNT_MISS:  "drop_punt_miss",
+	bpf.XvsReasonREASON_DROP_NO_DEST:    "drop_no_dest",
+	bpf.XvsReasonREASON_DROP_REDIRECT:   "drop_redirect",
+}
+
+// ReasonName is the stable metric label of a reason ("fwd_in", "punt",
+// "pass_fragment", ...); unknown reasons read "reason_<n>".
+func ReasonName(r bpf.XvsReason) string {
+	if r < bpf.XvsReasonREASON_MAX && reasonNames[r] != "" {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason_%d", uint32(r))
+}
+
+// SetPunt sets the punt device and how long after the last Heartbeat the
+// datapath keeps punting first packets (after that it drops them, counted
+// as drop_punt_stale). It also stamps the heartbeat.
+func (m *Maps) SetPunt(ifindex uint32, staleAfter time.Duration) error {
+	return m.updateCfg(func(c *bpf.XvsCfg) {
+		c.PuntIfindex = ifindex
+		c.StaleNs = uint64(staleAfter)
+		c.AliveNs = uint64(Now())
+	})
+}
+
+// Heartbeat tells the datapath that the daemon is alive: cfg.alive_ns = Now().
+func (m *Maps) Heartbeat() error {
+	return m.updateCfg(func(c *bpf.XvsCfg) { c.AliveNs = uint64(Now()) })
+}
+
+// Cfg returns the datapath configuration entry.
+func (m *Maps) Cfg() (bpf.XvsCfg, error) {
+	var c bpf.XvsCfg
+	if err := m.cfg.Lookup(uint32(0), &c); err != nil {
+		return c, fmt.Errorf("read cfg: %w", err)
+	}
+	return c, nil
+}
+
+// updateCfg is a read-modify-write of xvs_cfg[0]; only the daemon writes
+// it, and the mutex keeps its own writers from losing each other's fields.
+func (m *Maps) updateCfg(fn func(*bpf.XvsCfg)) error {
+	m.cfgMu.Lock()
+	defer m.cfgMu.Unlock()
+	var c bpf.XvsCfg
+	if err := m.cfg.Lookup(uint32(0), &c); err != nil {
+		return fmt.Errorf("read cfg: %w", err)
+	}
+	fn(&c)
+	if err := m.cfg.Put(uint32(0), &c); err != nil {
+		return fmt.Errorf("write cfg: %w", err)
+	}
+	return nil
+}
+
+// Now is the datapath's clock (bpf_ktime_get_ns, CLOCK_MONOTONIC) as a
+// Duration since boot; compare Conn.LastSeen with it, never with time.Now.
+func Now() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		// CLOCK_MONOTONIC cannot fail on Linux; keep the signature simple.
+		panic(fmt.Sprintf("clock_gettime(CLOCK_MONOTONIC): %v", err))
+	}
+	return time.Duration(ts.Nano())
+}
+
+// notFound turns the ebpf package's missing-key error into ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return ErrNotFound
+	}
+	return err
+}
