@@ -6,11 +6,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"xvs/ctl/ctltest"
 	"xvs/ipvsadm"
 )
 
 func TestServerClient(t *testing.T) {
-	tb := NewTable(newFakeDP(), TableOptions{})
+	tb := NewTable(ctltest.New(), TableOptions{})
 	path := filepath.Join(t.TempDir(), "xvsd.sock")
 	l, err := Listen(path)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"xvs/ctl/ctltest"
 	"xvs/testutil"
 )
 
@@ -48,7 +49,7 @@ func syn(client, vip netip.AddrPort) []byte {
 }
 
 func TestFirstPacketSchedulesAndInstalls(t *testing.T) {
-	dp := newFakeDP()
+	dp := ctltest.New()
 	tb := NewTable(dp, TableOptions{})
 	must(t, tb.Apply(parseAll(t,
 		"-A -t 202.103.106.5:80 -s rr",
@@ -99,7 +100,7 @@ func TestFirstPacketSchedulesAndInstalls(t *testing.T) {
 }
 
 func TestRunPuntWritesBackToTheTap(t *testing.T) {
-	dp := newFakeDP()
+	dp := ctltest.New()
 	tb := NewTable(dp, TableOptions{})
 	must(t, tb.Apply(parseAll(t, "-A -u [2001:db8::5]:53 -s rr", "-a -u [2001:db8::5]:53 -r [2001:db8:2::2]:53 -m"), nil))
 	tap := &fakeTap{in: make(chan []byte, 2), mac: net.HardwareAddr{2, 0, 0, 0, 0, 9}}
@@ -128,7 +129,7 @@ func TestRunPuntWritesBackToTheTap(t *testing.T) {
 }
 
 func TestPersistenceSticksAcrossConns(t *testing.T) {
-	dp := newFakeDP()
+	dp := ctltest.New()
 	now := time.Unix(1000, 0)
 	tb := NewTable(dp, TableOptions{Wall: func() time.Time { return now }})
 	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr -p 30",

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"xvs/bpf"
+	"xvs/ctl/ctltest"
 	"xvs/ipvsadm"
 	"xvs/maps"
 )
@@ -85,7 +86,7 @@ func TestApply(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tb := NewTable(newFakeDP(), TableOptions{})
+			tb := NewTable(ctltest.New(), TableOptions{})
 			var err error
 			for _, c := range parseAll(t, tt.lines...) {
 				if err = tb.Apply([]ipvsadm.Command{c}, nil); err != nil {
@@ -106,7 +107,7 @@ func TestApply(t *testing.T) {
 }
 
 func TestApplyBatchIsAllOrNothing(t *testing.T) {
-	dp := newFakeDP()
+	dp := ctltest.New()
 	tb := NewTable(dp, TableOptions{})
 	cmds := parseAll(t,
 		"-A -t 10.0.0.1:80 -s rr",
@@ -123,13 +124,13 @@ func TestApplyBatchIsAllOrNothing(t *testing.T) {
 	if got := listing(t, tb); len(got) != 0 {
 		t.Errorf("table after failed batch = %q, want empty", got)
 	}
-	if len(dp.svcs) != 0 {
-		t.Errorf("datapath services after failed batch = %v, want none", dp.svcs)
+	if len(dp.Svcs) != 0 {
+		t.Errorf("datapath services after failed batch = %v, want none", dp.Svcs)
 	}
 }
 
 func TestDeletedDestWaitsForItsConns(t *testing.T) {
-	dp := newFakeDP()
+	dp := ctltest.New()
 	var now time.Duration = time.Hour
 	tb := NewTable(dp, TableOptions{Mono: func() time.Duration { return now }})
 	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m"), nil))
@@ -137,10 +138,10 @@ func TestDeletedDestWaitsForItsConns(t *testing.T) {
 	client := netip.MustParseAddrPort("192.0.2.1:40000")
 	vip := netip.MustParseAddrPort("10.0.0.1:80")
 	must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: client, VIP: vip, Dest: netip.MustParseAddrPort("172.16.0.2:80"), DestID: id, LastSeen: now}))
-	dp.establish(6, client, vip)
+	dp.Establish(6, client, vip)
 
 	must(t, tb.Apply(parseAll(t, "-d -t 10.0.0.1:80 -r 172.16.0.2:80"), nil))
-	if dp.dests[id].available {
+	if dp.Dests[id].Available {
 		t.Fatal("deleted dest still available in the datapath")
 	}
 	if tb.destIDs.used[id] == false {
@@ -164,7 +165,7 @@ func TestDeletedDestWaitsForItsConns(t *testing.T) {
 }
 
 func TestExpireUsesStateTimeouts(t *testing.T) {
-	dp := newFakeDP()
+	dp := ctltest.New()
 	var now time.Duration = time.Hour
 	tb := NewTable(dp, TableOptions{Mono: func() time.Duration { return now }})
 	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m",
@@ -175,9 +176,9 @@ func TestExpireUsesStateTimeouts(t *testing.T) {
 	udp := netip.MustParseAddrPort("192.0.2.1:1001")
 	fresh := netip.MustParseAddrPort("192.0.2.1:1002")
 	must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: est, VIP: vip, DestID: 0, LastSeen: now}))
-	dp.establish(6, est, vip)
+	dp.Establish(6, est, vip)
 	must(t, dp.InstallConn(maps.Conn{Proto: 17, Client: udp, VIP: dns, DestID: 1, LastSeen: now}))
-	dp.establish(17, udp, dns)
+	dp.Establish(17, udp, dns)
 	must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: fresh, VIP: vip, DestID: 0, Flags: 1, LastSeen: now}))
 
 	tests := []struct {
@@ -195,8 +196,8 @@ func TestExpireUsesStateTimeouts(t *testing.T) {
 		if _, err := tb.Expire(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if len(dp.conns) != tt.left {
-			t.Errorf("after %v: %d conns, want %d", tt.after, len(dp.conns), tt.left)
+		if len(dp.Conns) != tt.left {
+			t.Errorf("after %v: %d conns, want %d", tt.after, len(dp.Conns), tt.left)
 		}
 	}
 	svcs, _ := tb.Services(nil)
@@ -232,7 +233,7 @@ func TestEstimatorMatchesIPVS(t *testing.T) {
 }
 
 func TestSnapshotAdoptKeepsIDs(t *testing.T) {
-	dp := newFakeDP()
+	dp := ctltest.New()
 	tb := NewTable(dp, TableOptions{})
 	must(t, tb.Apply(parseAll(t,
 		"-A -t 10.0.0.1:80 -s wrr", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m -w 3",

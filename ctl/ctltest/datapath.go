@@ -1,0 +1,181 @@
+// Package ctltest provides an in-memory datapath for tests of the control
+// plane and its clients: what the BPF maps would hold, without root.
+package ctltest
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"xvs/maps"
+)
+
+// Datapath is an in-memory stand-in for the BPF maps. Safe for concurrent use.
+type Datapath struct {
+	mu    sync.Mutex
+	Svcs  map[maps.SvcKey]uint32
+	Dests map[uint32]*DestState
+	Conns map[connID]maps.Conn
+	svcSt map[uint32]maps.Stats
+	dstSt map[uint32]maps.Stats
+}
+
+// DestState is a real server's entry of xvs_dests.
+type DestState struct {
+	Active, Inactive int64
+	Available        bool
+}
+
+type connID struct {
+	proto       uint8
+	client, vip netip.AddrPort
+}
+
+// New returns an empty datapath.
+func New() *Datapath {
+	return &Datapath{
+		Svcs:  make(map[maps.SvcKey]uint32),
+		Dests: make(map[uint32]*DestState),
+		Conns: make(map[connID]maps.Conn),
+		svcSt: make(map[uint32]maps.Stats),
+		dstSt: make(map[uint32]maps.Stats),
+	}
+}
+
+func (f *Datapath) dest(id uint32) *DestState {
+	d := f.Dests[id]
+	if d == nil {
+		d = &DestState{}
+		f.Dests[id] = d
+	}
+	return d
+}
+
+func (f *Datapath) PutService(k maps.SvcKey, id uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Svcs[k] = id
+	return nil
+}
+
+func (f *Datapath) DeleteService(k maps.SvcKey) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.Svcs, k)
+	return nil
+}
+
+func (f *Datapath) SetDest(id uint32, available bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dest(id).Available = available
+	return nil
+}
+
+func (f *Datapath) ResetDest(id uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Dests[id] = &DestState{}
+	delete(f.dstSt, id)
+	return nil
+}
+
+func (f *Datapath) DestConns(id uint32) (int64, int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.dest(id)
+	return d.Active, d.Inactive
+}
+
+func (f *Datapath) InstallConn(c maps.Conn) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := connID{c.Proto, c.Client, c.VIP}
+	if _, ok := f.Conns[id]; ok {
+		return maps.ErrConnExists
+	}
+	f.Conns[id] = c
+	f.dest(c.DestID).Inactive++
+	return nil
+}
+
+func (f *Datapath) LookupConn(proto uint8, client, vip netip.AddrPort) (maps.Conn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.Conns[connID{proto, client, vip}]
+	if !ok {
+		return maps.Conn{}, maps.ErrNotFound
+	}
+	return c, nil
+}
+
+func (f *Datapath) WalkConns(ctx context.Context, fn func(maps.Conn) bool) error {
+	f.mu.Lock()
+	cs := make([]maps.Conn, 0, len(f.Conns))
+	for _, c := range f.Conns {
+		cs = append(cs, c)
+	}
+	f.mu.Unlock()
+	for _, c := range cs {
+		if !fn(c) {
+			break
+		}
+	}
+	return nil
+}
+
+func (f *Datapath) DeleteConnIf(c maps.Conn, lastSeen time.Duration) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := connID{c.Proto, c.Client, c.VIP}
+	cur, ok := f.Conns[id]
+	if !ok || cur.LastSeen != lastSeen {
+		return false, nil
+	}
+	delete(f.Conns, id)
+	if active(cur) {
+		f.dest(cur.DestID).Active--
+	} else {
+		f.dest(cur.DestID).Inactive--
+	}
+	return true, nil
+}
+
+func (f *Datapath) ServiceStats(id uint32) (maps.Stats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.svcSt[id], nil
+}
+
+func (f *Datapath) DestStats(id uint32) (maps.Stats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dstSt[id], nil
+}
+
+// Establish plays the datapath's part for a conn: its first packet
+// counted, a TCP conn moved to ESTABLISHED (active).
+func (f *Datapath) Establish(proto uint8, client, vip netip.AddrPort) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := connID{proto, client, vip}
+	c := f.Conns[id]
+	c.Flags = 0
+	if proto == protoTCP && !active(c) {
+		c.State = 1
+		f.dest(c.DestID).Inactive--
+		f.dest(c.DestID).Active++
+	}
+	f.Conns[id] = c
+	st := f.svcSt[c.SvcID]
+	st.Conns++
+	f.svcSt[c.SvcID] = st
+	dt := f.dstSt[c.DestID]
+	dt.Conns++
+	f.dstSt[c.DestID] = dt
+}
+
+func active(c maps.Conn) bool { return c.Proto == protoTCP && maps.Active(c.State) }
+
+const protoTCP = 6
