@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * fib.h: the next hop of a rewritten packet (bpf_fib_lookup) and its
+ * transmission: TTL decrement, MACs, redirect.
+ *
+ * Only a packet we transmit ourselves has its TTL decremented. When the
+ * lookup says the neighbour is unresolved (REASON_PASS_NO_NEIGH), the route
+ * fails (REASON_PASS_FIB) or the packet is too big for the egress MTU
+ * (REASON_PASS_MTU), the rewritten packet goes to the kernel with its MACs
+ * untouched: the stack forwards it (decrementing the TTL, resolving the
+ * neighbour, fragmenting) or answers with an ICMP error, as for any
+ * forwarded packet.
+ */
+#ifndef XVS_FIB_H
+#define XVS_FIB_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "../maps.h"
+#include "conn.h"
+#include "nat.h"
+#include "parse.h"
+#include "stats.h"
+
+#define XVS_AF_INET 2
+#define XVS_AF_INET6 10
+
+/* fib_fill: the lookup for the packet as rewritten, from ifindex (the
+ * ingress device). tot_len 0 skips the helper's MTU check against it (TC:
+ * the skb's own length is checked instead, which handles GSO). */
+static __always_inline void fib_fill(struct bpf_fib_lookup *fp, struct pkt *p,
+				     struct hit *h, __u32 ifindex, __u16 tot_len)
+{
+	const __u8 *src = h->out ? h->ckey->daddr : p->key.saddr;
+	const __u8 *dst = h->out ? p->key.daddr : h->c->daddr;
+
+	fp->l4_protocol = p->key.proto;
+	fp->sport = h->out ? h->ckey->dport : p->key.sport;
+	fp->dport = h->out ? p->key.dport : h->c->dport;
+	fp->tot_len = tot_len;
+	fp->ifindex = ifindex;
+	if (p->key.family == FAMILY_INET) {
+		fp->family = XVS_AF_INET;
+		fp->tos = p->tos;
+		__builtin_memcpy(&fp->ipv4_src, src, 4);
+		__builtin_memcpy(&fp->ipv4_dst, dst, 4);
+	} else {
+		fp->family = XVS_AF_INET6;
+		__builtin_memcpy(fp->ipv6_src, src, 16);
+		__builtin_memcpy(fp->ipv6_dst, dst, 16);
+	}
+}
+
+/* fib_result: XVS_CONTINUE for a usable next hop, else the pass reason. */
+static __always_inline int fib_result(long rc)
+{
+	switch (rc) {
+	case BPF_FIB_LKUP_RET_SUCCESS:
+		return XVS_CONTINUE;
+	case BPF_FIB_LKUP_RET_NO_NEIGH:
+		return REASON_PASS_NO_NEIGH;
+	case BPF_FIB_LKUP_RET_FRAG_NEEDED:
+		return REASON_PASS_MTU;
+	}
+	return REASON_PASS_FIB;
+}
+
+/* fwd_reason: the reason counted for a packet we transmit. */
+static __always_inline int fwd_reason(struct hit *h)
+{
+	return h->out ? REASON_FWD_OUT : REASON_FWD_IN;
+}
+
+/* xdp_xmit: sends the rewritten packet to fp's next hop: XDP_TX when the
+ * egress is the ingress device, else a redirect through xvs_tx. An egress
+ * device missing from xvs_tx is not ours to send on: the rewritten packet
+ * goes to the kernel, which forwards it (REASON_PASS_FIB). */
+static __always_inline int xdp_xmit(struct xdp_md *ctx, struct pkt *p,
+				    struct hit *h, struct bpf_fib_lookup *fp)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u32 egress = fp->ifindex;
+	int tx = egress == ctx->ingress_ifindex;
+
+	if (!tx && !bpf_map_lookup_elem(&xvs_tx, &egress))
+		return xdp_verdict(REASON_PASS_FIB);
+	if ((void *)(eth + 1) > data_end)
+		return xdp_verdict(REASON_DROP_MALFORMED);
+	ttl_dec_xdp(data_end, p);
+	__builtin_memcpy(eth->h_dest, fp->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fp->smac, ETH_ALEN);
+	if (tx) {
+		reason_count(fwd_reason(h));
+		return XDP_TX;
+	}
+	if (bpf_redirect_map(&xvs_tx, egress, 0) != XDP_REDIRECT)
+		return xdp_verdict(REASON_DROP_REDIRECT);
+	reason_count(fwd_reason(h));
+	return XDP_REDIRECT;
+}
+
+/* tc_xmit: as xdp_xmit for TC: bpf_redirect to the egress device. */
+static __always_inline int tc_xmit(struct __sk_buff *skb, struct pkt *p,
+				   struct hit *h, struct bpf_fib_lookup *fp)
+{
+	if (ttl_dec_tc(skb, p))
+		return tc_verdict(REASON_DROP_MALFORMED);
+	if (bpf_skb_store_bytes(skb, 0, fp->dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fp->smac, ETH_ALEN, 0))
+		return tc_verdict(REASON_DROP_MALFORMED);
+	if (bpf_redirect(fp->ifindex, 0) != TC_ACT_REDIRECT)
+		return tc_verdict(REASON_DROP_REDIRECT);
+	reason_count(fwd_reason(h));
+	return TC_ACT_REDIRECT;
+}
+
+#endif /* XVS_FIB_H */
