@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -24,8 +26,19 @@ type puntDevice interface {
 	MAC() net.HardwareAddr
 }
 
+// unreachable answers a first packet that found no real server.
+type unreachable interface {
+	Send(frame []byte) error
+}
+
+// icmpPerSecond bounds the ICMP errors the punt loop sends, like the
+// kernel's icmp_msgs_per_sec.
+const icmpPerSecond = 1000
+
 // PuntStats counts what the first-packet loop did with punted frames.
 type PuntStats struct {
+	ICMPSent  atomic.Uint64 // port unreachable sent for NoDest
+	ICMPLimit atomic.Uint64 // port unreachable not sent: rate limit
 	Scheduled atomic.Uint64 // new conn installed, frame written back
 	Existing  atomic.Uint64 // conn already there (punted twice), written back
 	NoDest    atomic.Uint64 // no usable real server: dropped
@@ -35,9 +48,11 @@ type PuntStats struct {
 }
 
 // RunPunt serves the punt device with one worker per queue until ctx ends
-// or a read fails.
-func (t *Table) RunPunt(ctx context.Context, dev puntDevice, st *PuntStats) error {
+// or a read fails. With icmp set, first packets that find no usable real
+// server are answered with port unreachable, as IPVS does.
+func (t *Table) RunPunt(ctx context.Context, dev puntDevice, st *PuntStats, icmp unreachable) error {
 	g, ctx := errgroup.WithContext(ctx)
+	lim := &limiter{perSecond: icmpPerSecond}
 	for q := range dev.Queues() {
 		g.Go(func() error {
 			buf := make([]byte, 65536)
@@ -49,10 +64,20 @@ func (t *Table) RunPunt(ctx context.Context, dev puntDevice, st *PuntStats) erro
 					}
 					return fmt.Errorf("read punt queue %d: %w", q, err)
 				}
-				if t.firstPacket(buf[:n], st) {
+				switch t.firstPacket(buf[:n], st) {
+				case verdictForward:
 					loader.SetDstMAC(buf[:n], dev.MAC())
 					if err := dev.Write(q, buf[:n]); err != nil {
 						st.Errors.Add(1)
+					}
+				case verdictNoDest:
+					if icmp == nil {
+						break
+					}
+					if !lim.allow(time.Now()) {
+						st.ICMPLimit.Add(1)
+					} else if icmp.Send(buf[:n]) == nil {
+						st.ICMPSent.Add(1)
 					}
 				}
 			}
@@ -62,18 +87,26 @@ func (t *Table) RunPunt(ctx context.Context, dev puntDevice, st *PuntStats) erro
 	return g.Wait()
 }
 
-// firstPacket schedules the connection of a punted frame and reports
-// whether the frame should be written back (its connection now exists).
-// The table lock is held only to find the service, never across a syscall.
-func (t *Table) firstPacket(frame []byte, st *PuntStats) bool {
+type verdict int
+
+const (
+	verdictDrop    verdict = iota
+	verdictForward         // the conn exists: write the frame back
+	verdictNoDest          // no usable real server: drop, answer ICMP
+)
+
+// firstPacket schedules the connection of a punted frame and says what to
+// do with the frame. The table lock is held only to find the service,
+// never across a syscall.
+func (t *Table) firstPacket(frame []byte, st *PuntStats) verdict {
 	f, err := loader.ParseFrame(frame)
 	if err != nil {
 		st.Malformed.Add(1)
-		return false
+		return verdictDrop
 	}
 	if _, err := t.dp.LookupConn(f.Proto, f.Src, f.Dst); err == nil {
 		st.Existing.Add(1)
-		return true
+		return verdictForward
 	}
 	t.mu.RLock()
 	s := t.svcs[svcKey{proto: f.Proto, addr: f.Dst}]
@@ -85,21 +118,22 @@ func (t *Table) firstPacket(frame []byte, st *PuntStats) bool {
 	t.mu.RUnlock()
 	if pool == nil {
 		st.NoService.Add(1)
-		return false
+		return verdictDrop
 	}
 	d, err := pool.Schedule(sched.Flow{Proto: f.Proto, Client: f.Src, VIP: f.Dst})
 	if err != nil {
 		if errors.Is(err, sched.ErrNoDest) {
 			st.NoDest.Add(1)
+			return verdictNoDest
 		} else {
 			st.Errors.Add(1)
 		}
-		return false
+		return verdictDrop
 	}
 	destID, ok := t.destID(f.Proto, f.Dst, d.Addr)
 	if !ok {
 		st.NoService.Add(1)
-		return false
+		return verdictDrop
 	}
 	rs := d.Addr
 	if rs.Port() == 0 {
@@ -123,9 +157,9 @@ func (t *Table) firstPacket(frame []byte, st *PuntStats) bool {
 		st.Existing.Add(1)
 	default:
 		st.Errors.Add(1)
-		return false
+		return verdictDrop
 	}
-	return true
+	return verdictForward
 }
 
 // destID returns the datapath id of a service's real server.
@@ -141,4 +175,25 @@ func (t *Table) destID(proto uint8, vip, rs netip.AddrPort) (uint32, bool) {
 		return 0, false
 	}
 	return d.id, true
+}
+
+// limiter allows perSecond events in each wall-clock second.
+type limiter struct {
+	mu        sync.Mutex
+	perSecond int
+	second    int64
+	n         int
+}
+
+func (l *limiter) allow(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := now.Unix(); s != l.second {
+		l.second, l.n = s, 0
+	}
+	if l.n >= l.perSecond {
+		return false
+	}
+	l.n++
+	return true
 }

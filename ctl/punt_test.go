@@ -61,7 +61,7 @@ func TestFirstPacketSchedulesAndInstalls(t *testing.T) {
 	want := []string{"172.16.0.2:80", "172.16.0.3:8080", "172.16.0.2:80", "172.16.0.3:8080"}
 	for i, w := range want {
 		client := netip.AddrPortFrom(netip.MustParseAddr("202.103.106.2"), uint16(40000+i))
-		if !tb.firstPacket(syn(client, vip), &st) {
+		if tb.firstPacket(syn(client, vip), &st) != verdictForward {
 			t.Fatalf("packet %d not written back", i)
 		}
 		c, err := dp.LookupConn(6, client, vip)
@@ -74,23 +74,24 @@ func TestFirstPacketSchedulesAndInstalls(t *testing.T) {
 	}
 	// The same flow punted again is not scheduled again.
 	client := netip.MustParseAddrPort("202.103.106.2:40000")
-	if !tb.firstPacket(syn(client, vip), &st) || st.Existing.Load() != 1 || st.Scheduled.Load() != 4 {
+	if tb.firstPacket(syn(client, vip), &st) != verdictForward || st.Existing.Load() != 1 || st.Scheduled.Load() != 4 {
 		t.Errorf("second punt of a flow: scheduled %d existing %d, want 4 and 1", st.Scheduled.Load(), st.Existing.Load())
 	}
 	tests := []struct {
 		name  string
 		frame []byte
+		want  verdict
 		count func() uint64
 	}{
-		{"service without real servers", syn(client, netip.MustParseAddrPort("202.103.106.5:443")), st.NoDest.Load},
-		{"not a service", syn(client, netip.MustParseAddrPort("202.103.106.5:22")), st.NoService.Load},
-		{"truncated", syn(client, vip)[:30], st.Malformed.Load},
+		{"service without real servers", syn(client, netip.MustParseAddrPort("202.103.106.5:443")), verdictNoDest, st.NoDest.Load},
+		{"not a service", syn(client, netip.MustParseAddrPort("202.103.106.5:22")), verdictDrop, st.NoService.Load},
+		{"truncated", syn(client, vip)[:30], verdictDrop, st.Malformed.Load},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := tt.count()
-			if tb.firstPacket(tt.frame, &st) {
-				t.Error("written back")
+			if got := tb.firstPacket(tt.frame, &st); got != tt.want {
+				t.Errorf("verdict %d, want %d", got, tt.want)
 			}
 			if tt.count() != before+1 {
 				t.Error("not counted")
@@ -110,7 +111,7 @@ func TestRunPuntWritesBackToTheTap(t *testing.T) {
 	tap.in <- []byte{1, 2, 3}
 	close(tap.in)
 	var st PuntStats
-	err := tb.RunPunt(context.Background(), tap, &st)
+	err := tb.RunPunt(context.Background(), tap, &st, nil)
 	if err == nil || !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("RunPunt = %v, want the read error", err)
 	}
@@ -161,5 +162,29 @@ func TestPersistenceSticksAcrossConns(t *testing.T) {
 	}
 	if templates != 1 {
 		t.Errorf("%d templates listed, want 1", templates)
+	}
+}
+
+type fakeICMP struct{ sent int }
+
+func (f *fakeICMP) Send([]byte) error { f.sent++; return nil }
+
+func TestNoDestAnswersICMPWithinTheLimit(t *testing.T) {
+	tb := NewTable(ctltest.New(), TableOptions{})
+	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m -w 0"), nil))
+	tap := &fakeTap{in: make(chan []byte, icmpPerSecond+10)}
+	for i := range icmpPerSecond + 10 {
+		tap.in <- syn(netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(1000+i)), netip.MustParseAddrPort("10.0.0.1:80"))
+	}
+	close(tap.in)
+	var st PuntStats
+	icmp := &fakeICMP{}
+	tb.RunPunt(context.Background(), tap, &st, icmp)
+	if st.NoDest.Load() != icmpPerSecond+10 || len(tap.written) != 0 {
+		t.Fatalf("no dest %d, written back %d; want %d and 0", st.NoDest.Load(), len(tap.written), icmpPerSecond+10)
+	}
+	// The run takes well under a second, but may straddle one boundary.
+	if sent := uint64(icmp.sent); sent != st.ICMPSent.Load() || sent+st.ICMPLimit.Load() != icmpPerSecond+10 || sent < icmpPerSecond || sent > icmpPerSecond+10 {
+		t.Errorf("sent %d, limited %d", sent, st.ICMPLimit.Load())
 	}
 }

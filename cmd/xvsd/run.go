@@ -172,7 +172,12 @@ func daemon(c *cli.Context) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, l) })
-	g.Go(func() error { return table.RunPunt(ctx, dp.Tap, &punts) })
+	icmp, err := loader.NewUnreachable()
+	if err != nil {
+		return err
+	}
+	defer icmp.Close()
+	g.Go(func() error { return table.RunPunt(ctx, dp.Tap, &punts, icmp) })
 	g.Go(func() error {
 		table.RunExpiry(ctx, expiryTick, func(err error) { log.Warn("expire connections", slog.Any("err", err)) })
 		return nil
@@ -257,6 +262,8 @@ func datapathCounters(m *maps.Maps, p *ctl.PuntStats) ([]ctl.Counter, error) {
 		ctl.Counter{Name: "punt_no_service", Value: p.NoService.Load()},
 		ctl.Counter{Name: "punt_malformed", Value: p.Malformed.Load()},
 		ctl.Counter{Name: "punt_errors", Value: p.Errors.Load()},
+		ctl.Counter{Name: "punt_icmp_sent", Value: p.ICMPSent.Load()},
+		ctl.Counter{Name: "punt_icmp_limited", Value: p.ICMPLimit.Load()},
 	), nil
 }
 
