@@ -126,7 +126,7 @@ const (
 	rport = 8080
 )
 
-type link struct {
+type tlink struct {
 	name  string
 	mac   net.HardwareAddr
 	mtu   int
@@ -141,24 +141,24 @@ type env struct {
 	ns   *netNS
 	objs XvsObjects
 
-	ext, intl, mtu, oth, punt *link
+	ext, intl, mtu, oth, punt *tlink
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	testutil.NeedRoot(t)
 	e := &env{t: t, ns: newNetNS(t)}
-	e.ext = &link{name: "ext0", mac: macExt, addrs: []string{"10.0.0.1/24", "fd00:a::1/64"},
+	e.ext = &tlink{name: "ext0", mac: macExt, addrs: []string{"10.0.0.1/24", "fd00:a::1/64"},
 		neigh: map[string]net.HardwareAddr{"10.0.0.2": macCli, "fd00:a::2": macCli, "10.0.0.3": macLocal, "fd00:a::3": macLocal}}
-	e.intl = &link{name: "int0", mac: macInt, addrs: []string{"172.16.0.1/24", "fd00:b::1/64"},
+	e.intl = &tlink{name: "int0", mac: macInt, addrs: []string{"172.16.0.1/24", "fd00:b::1/64"},
 		neigh: map[string]net.HardwareAddr{"172.16.0.2": macRS, "fd00:b::2": macRS}}
-	e.mtu = &link{name: "mtu0", mac: macMTU, mtu: 600, addrs: []string{"172.16.1.1/24"},
+	e.mtu = &tlink{name: "mtu0", mac: macMTU, mtu: 600, addrs: []string{"172.16.1.1/24"},
 		neigh: map[string]net.HardwareAddr{"172.16.1.2": macRSMTU}}
-	e.oth = &link{name: "oth0", mac: macOth, addrs: []string{"192.168.5.1/24"},
+	e.oth = &tlink{name: "oth0", mac: macOth, addrs: []string{"192.168.5.1/24"},
 		neigh: map[string]net.HardwareAddr{"192.168.5.2": macRSOth}}
-	e.punt = &link{name: "punt0", mac: macPunt}
+	e.punt = &tlink{name: "punt0", mac: macPunt}
 	err := e.ns.do(func() error {
-		for _, l := range []*link{e.ext, e.intl, e.mtu, e.oth, e.punt} {
+		for _, l := range []*tlink{e.ext, e.intl, e.mtu, e.oth, e.punt} {
 			if err := addLink(l); err != nil {
 				return err
 			}
@@ -175,7 +175,7 @@ func newEnv(t testing.TB) *env {
 	}
 	e.load()
 	if err := e.ns.do(func() error {
-		for _, l := range []*link{e.ext, e.intl, e.mtu, e.punt} {
+		for _, l := range []*tlink{e.ext, e.intl, e.mtu, e.punt} {
 			idx := uint32(l.index)
 			if err := e.objs.XvsTx.Put(idx, idx); err != nil {
 				return fmt.Errorf("put %s in xvs_tx: %w", l.name, err)
@@ -192,7 +192,7 @@ func newEnv(t testing.TB) *env {
 // addLink creates l as one end of a veth pair (the peer stays in the
 // namespace, up, so that the link has carrier) with its addresses and
 // permanent neighbours.
-func addLink(l *link) error {
+func addLink(l *tlink) error {
 	la := netlink.NewLinkAttrs()
 	la.Name = l.name
 	if l.mtu != 0 {
