@@ -45,6 +45,7 @@ type PuntStats struct {
 	NoService atomic.Uint64 // service gone meanwhile: dropped
 	Malformed atomic.Uint64 // could not be parsed: dropped
 	Errors    atomic.Uint64 // install or write failed: dropped
+	Reused    atomic.Uint64 // SYN on a TIME_WAIT/CLOSE conn: old conn expired, rescheduled
 }
 
 // RunPunt serves the punt device with one worker per queue until ctx ends
@@ -104,9 +105,19 @@ func (t *Table) firstPacket(frame []byte, st *PuntStats) verdict {
 		st.Malformed.Add(1)
 		return verdictDrop
 	}
-	if _, err := t.dp.LookupConn(f.Proto, f.Src, f.Dst); err == nil {
-		st.Existing.Add(1)
-		return verdictForward
+	if c, err := t.dp.LookupConn(f.Proto, f.Src, f.Dst); err == nil {
+		if !reusable(f, c) {
+			st.Existing.Add(1)
+			return verdictForward
+		}
+		// A new connection on the port of a closed one: IPVS
+		// (conn_reuse_mode 1) expires the old conn and schedules the SYN
+		// afresh. If a packet refreshed the old conn meanwhile it stays.
+		if ok, err := t.dp.DeleteConnIf(c, c.LastSeen); err != nil || !ok {
+			st.Existing.Add(1)
+			return verdictForward
+		}
+		st.Reused.Add(1)
 	}
 	t.mu.RLock()
 	s := t.svcs[svcKey{proto: f.Proto, addr: f.Dst}]
@@ -196,4 +207,13 @@ func (l *limiter) allow(now time.Time) bool {
 	}
 	l.n++
 	return true
+}
+
+// reusable says whether a SYN may replace conn c (IPVS ip_vs_in_hook with
+// conn_reuse_mode 1): c is TCP in TIME_WAIT or CLOSE and the frame is a
+// SYN without ACK.
+func reusable(f loader.Frame, c maps.Conn) bool {
+	const syn, ack = 0x02, 0x10
+	return f.Proto == protoTCP && f.TCPFlags&(syn|ack) == syn &&
+		(c.State == uint8(bpf.XvsTcpStateSTATE_TIME_WAIT) || c.State == uint8(bpf.XvsTcpStateSTATE_CLOSE))
 }

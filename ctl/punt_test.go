@@ -188,3 +188,38 @@ func TestNoDestAnswersICMPWithinTheLimit(t *testing.T) {
 		t.Errorf("sent %d, limited %d", sent, st.ICMPLimit.Load())
 	}
 }
+
+func TestSYNOnClosedConnIsRescheduled(t *testing.T) {
+	dp := ctltest.New()
+	tb := NewTable(dp, TableOptions{})
+	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m", "-a -t 10.0.0.1:80 -r 172.16.0.3:80 -m"), nil))
+	client := netip.MustParseAddrPort("192.0.2.1:1000")
+	vip := netip.MustParseAddrPort("10.0.0.1:80")
+	var st PuntStats
+	tests := []struct {
+		name     string
+		state    uint8
+		wantDest string
+	}{
+		{"established conn is kept", 1, "172.16.0.2:80"},
+		{"time_wait conn is replaced", 5, "172.16.0.3:80"},
+		{"close conn is replaced", 6, "172.16.0.2:80"},
+	}
+	tb.firstPacket(syn(client, vip), &st)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dp.SetState(6, client, vip, tt.state)
+			if v := tb.firstPacket(syn(client, vip), &st); v != verdictForward {
+				t.Fatalf("verdict %d", v)
+			}
+			c, err := dp.LookupConn(6, client, vip)
+			must(t, err)
+			if c.Dest.String() != tt.wantDest {
+				t.Errorf("conn to %v, want %s", c.Dest, tt.wantDest)
+			}
+		})
+	}
+	if st.Reused.Load() != 2 {
+		t.Errorf("reused %d, want 2", st.Reused.Load())
+	}
+}

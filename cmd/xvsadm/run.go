@@ -95,6 +95,9 @@ func (e *env) main(args []string) int {
 		return exitInvalid
 	}
 	e.socket = sock
+	if len(args) == 1 && args[0] == "--counters" {
+		return e.counters()
+	}
 	cmd, err := ipvsadm.Parse(args, e.resolver)
 	if err != nil {
 		var pe *ipvsadm.Error
@@ -110,6 +113,8 @@ func (e *env) main(args []string) int {
 	switch cmd.Kind {
 	case ipvsadm.CmdHelp:
 		ipvsadm.Usage(e.stdout, "xvsadm")
+		fmt.Fprintf(e.stdout, "\nxvs only:\n  %-27s %s\n  %-27s %s\n", "--counters", "list the datapath's packet and first-packet counters by reason",
+			"--socket PATH", "control socket of xvsd (or $XVS_SOCKET; default "+ctl.DefaultSocket+")")
 		return exitOK
 	case ipvsadm.CmdVersion:
 		fmt.Fprintf(e.stdout, "xvsadm v%s (ipvsadm v1.31 command line and formats)\n", version)
@@ -218,4 +223,18 @@ func (e *env) restore() int {
 		lines[i] = c.Line
 	}
 	return e.apply(cmds, lines)
+}
+
+// counters prints the datapath's counters by reason: every packet the
+// datapath passed or dropped, and what the first-packet loop did.
+func (e *env) counters() int {
+	resp, err := e.client().Do(&ctl.Request{Op: ctl.OpDatapath})
+	if err != nil {
+		return e.fail(err, exitList)
+	}
+	fmt.Fprintf(e.stdout, "%-24s %12s\n", "Reason", "Count")
+	for _, c := range resp.Counters {
+		fmt.Fprintf(e.stdout, "%-24s %12d\n", c.Name, c.Value)
+	}
+	return exitOK
 }

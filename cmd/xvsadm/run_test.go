@@ -30,7 +30,10 @@ func daemon(t *testing.T) (string, *ctltest.Datapath) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	srv := &ctl.Server{Table: tb, Info: ipvsadm.Info{Version: version, ConnTableSize: 1048576}}
+	srv := &ctl.Server{Table: tb, Info: ipvsadm.Info{Version: version, ConnTableSize: 1048576},
+		Counters: func() ([]ctl.Counter, error) {
+			return []ctl.Counter{{Name: "fwd_in", Value: 12}, {Name: "drop_malformed", Value: 3}}, nil
+		}}
 	go func() { done <- srv.Serve(ctx, l) }()
 	t.Cleanup(func() {
 		cancel()
@@ -85,6 +88,7 @@ func TestCLI(t *testing.T) {
 		{name: "save-after-restore", args: "-S -n"},
 		{name: "conns-empty", args: "-L -n -c"},
 		{name: "help", args: "-h"},
+		{name: "counters", args: "--counters"},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {

@@ -262,6 +262,7 @@ func datapathCounters(m *maps.Maps, p *ctl.PuntStats) ([]ctl.Counter, error) {
 		ctl.Counter{Name: "punt_no_service", Value: p.NoService.Load()},
 		ctl.Counter{Name: "punt_malformed", Value: p.Malformed.Load()},
 		ctl.Counter{Name: "punt_errors", Value: p.Errors.Load()},
+		ctl.Counter{Name: "punt_reused", Value: p.Reused.Load()},
 		ctl.Counter{Name: "punt_icmp_sent", Value: p.ICMPSent.Load()},
 		ctl.Counter{Name: "punt_icmp_limited", Value: p.ICMPLimit.Load()},
 	), nil

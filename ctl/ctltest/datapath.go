@@ -179,3 +179,26 @@ func (f *Datapath) Establish(proto uint8, client, vip netip.AddrPort) {
 func active(c maps.Conn) bool { return c.Proto == protoTCP && maps.Active(c.State) }
 
 const protoTCP = 6
+
+// SetState sets a conn's TCP state as the datapath would, moving its real
+// server's counts between active and inactive.
+func (f *Datapath) SetState(proto uint8, client, vip netip.AddrPort, state uint8) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := connID{proto, client, vip}
+	c := f.Conns[id]
+	was := active(c)
+	c.State = state
+	c.Flags = 0
+	if now := active(c); now != was {
+		d := f.dest(c.DestID)
+		if now {
+			d.Active++
+			d.Inactive--
+		} else {
+			d.Active--
+			d.Inactive++
+		}
+	}
+	f.Conns[id] = c
+}
