@@ -109,8 +109,17 @@ func attach(t *testing.T, ns *testutil.NetNS, fn func(idx int) (link.Link, error
 	return idx
 }
 
-func endToEnd(t *testing.T, en entry) {
+// e2eSetup builds the topology, loads the datapath with one conn
+// (10.0.0.2:41000 -> VIP:80 -> 172.16.0.2:8080) and attaches it. intMTU,
+// if not 0, is the MTU of the director's int0 (the real server's side
+// keeps 1500, so that only the director knows the smaller link).
+func e2eSetup(t *testing.T, en entry, intMTU int) (*e2eTopo, *env, XvsConnKey) {
 	tp := newE2ETopo(t, en)
+	if intMTU != 0 {
+		if err := tp.dir.IP("link", "set", "int0", "mtu", fmt.Sprint(intMTU)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e := &env{t: t}
 	e.load()
 	const dest, svc, cport = 1, 1, 41000
@@ -141,6 +150,12 @@ func endToEnd(t *testing.T, en entry) {
 		attachPass(t, tp.cli, "eth0")
 		attachPass(t, tp.rs, "eth0")
 	}
+	return tp, e, k
+}
+
+func endToEnd(t *testing.T, en entry) {
+	const svc, cport = 1, 41000
+	tp, e, k := e2eSetup(t, en, 0)
 
 	var ln net.Listener
 	if err := tp.rs.Do(func() (err error) {
@@ -197,4 +212,143 @@ func endToEnd(t *testing.T, en entry) {
 		t.Errorf("svc stats %+v: want 1 conn and at least %d bytes each way", s, len(data))
 	}
 	t.Logf("reasons %v; stats %+v; state %d", r, s, e.conn(k).State)
+}
+
+// TestEndToEndPMTU uploads through the VIP to a real server behind a link
+// of MTU 1400 that only the director knows: the client's full-size DF
+// segments are answered with fragmentation needed from the VIP, the
+// client's stack matches the quote to its socket, lowers its path MTU and
+// the upload completes (before, the kernel's answer quoted the rewritten
+// packet, to the real server, and the client never matched it).
+//
+//	cli eth0 (1500) ── ext0 dir int0 (MTU 1400) ── eth0 (1500) rs
+func TestEndToEndPMTU(t *testing.T) {
+	testutil.NeedRoot(t)
+	for _, en := range entries {
+		t.Run(en.name, func(t *testing.T) {
+			tp, e, _ := e2eSetup(t, en, 1400)
+			var ln net.Listener
+			if err := tp.rs.Do(func() (err error) {
+				ln, err = net.Listen("tcp4", "172.16.0.2:8080")
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() { // sink: reads all, answers the byte count
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				n, _ := io.Copy(io.Discard, c)
+				fmt.Fprintf(c, "%d", n)
+			}()
+			var c net.Conn
+			if err := tp.cli.Do(func() (err error) {
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 41000}, Timeout: 5 * time.Second}
+				c, err = d.Dial("tcp4", "202.103.106.5:80")
+				return err
+			}); err != nil {
+				t.Fatalf("connect to the vip: %v (reasons %v)", err, e.reasons())
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			data := make([]byte, 2<<20)
+			rand.Read(data)
+			if _, err := c.Write(data); err != nil {
+				t.Fatalf("write: %v (reasons %v)", err, e.reasons())
+			}
+			c.(*net.TCPConn).CloseWrite()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("read: %v (reasons %v)", err, e.reasons())
+			}
+			if string(got) != fmt.Sprint(len(data)) {
+				t.Fatalf("server read %q bytes, want %d (reasons %v)", got, len(data), e.reasons())
+			}
+			if r := e.reasons(); r[XvsReasonREASON_TX_FRAG_NEEDED] == 0 {
+				t.Errorf("reasons %v: want fragmentation needed answered", r)
+			}
+		})
+	}
+}
+
+// TestEndToEndUDPFragments: a UDP service whose requests and answers are
+// larger than the MTU (DNS over UDP with big answers): the datagrams
+// travel as IP fragments both ways through the VIP, each fragment
+// rewritten by the datapath (the first one with the ports, later ones
+// through xvs_frags), and both stacks reassemble them with valid UDP
+// checksums.
+func TestEndToEndUDPFragments(t *testing.T) {
+	testutil.NeedRoot(t)
+	for _, en := range entries {
+		t.Run(en.name, func(t *testing.T) {
+			tp, e, _ := e2eSetup(t, en, 0)
+			const svc, dest, cport = 2, 1, 41001
+			e.addSvc(vip4, vport, testutil.ProtoUDP, svc)
+			e.addConn(ap(cli4, cport), ap(vip4, vport), ap(rs4, rport), testutil.ProtoUDP, svc, dest)
+			var srv net.PacketConn
+			if err := tp.rs.Do(func() (err error) {
+				srv, err = net.ListenPacket("udp4", "172.16.0.2:8080")
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			// answer is 4000 bytes: the request's length, then a pattern
+			answer := func(n int) []byte {
+				b := make([]byte, 4000)
+				for i := range b {
+					b[i] = byte(i * 7)
+				}
+				copy(b, fmt.Sprintf("%08d", n))
+				return b
+			}
+			go func() {
+				buf := make([]byte, 65536)
+				for {
+					n, from, err := srv.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					srv.WriteTo(answer(n), from)
+				}
+			}()
+			var c net.Conn
+			if err := tp.cli.Do(func() (err error) {
+				c, err = net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 0, 0, 2), Port: cport},
+					&net.UDPAddr{IP: net.IPv4(202, 103, 106, 5), Port: vport})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for _, size := range []int{10, 3000} {
+				req := make([]byte, size)
+				rand.Read(req)
+				var got []byte
+				for try := 0; try < 3 && got == nil; try++ {
+					if _, err := c.Write(req); err != nil {
+						t.Fatal(err)
+					}
+					c.SetReadDeadline(time.Now().Add(2 * time.Second))
+					buf := make([]byte, 65536)
+					if n, err := c.Read(buf); err == nil {
+						got = buf[:n]
+					}
+				}
+				if !bytes.Equal(got, answer(size)) {
+					t.Fatalf("request of %d bytes: answer of %d bytes, want the 4000 expected (reasons %v)",
+						size, len(got), e.reasons())
+				}
+			}
+			r := e.reasons()
+			if r[XvsReasonREASON_FWD_OUT] < 6 || r[XvsReasonREASON_FWD_IN] < 3 {
+				t.Errorf("reasons %v: want the fragments forwarded both ways", r)
+			}
+			t.Logf("reasons %v", r)
+		})
+	}
 }

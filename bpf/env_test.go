@@ -91,6 +91,7 @@ func (ns *netNS) do(fn func() error) error {
 //	client 10.0.0.2, fd00:a::2 ── ext0 10.0.0.1/24 fd00:a::1/64 (also local RS 10.0.0.3, fd00:a::3)
 //	RS 172.16.0.2, fd00:b::2   ── int0 172.16.0.1/24 fd00:b::1/64 (172.16.0.9, fd00:b::9: no neighbour)
 //	RS 172.16.1.2              ── mtu0 172.16.1.1/24, MTU 600
+//	RS fd00:c::2               ── mtu6 fd00:c::1/64, MTU 1280
 //	RS 192.168.5.2             ── oth0 192.168.5.1/24, not in xvs_tx
 //	punt0: stands in for the punt tap
 var (
@@ -99,6 +100,8 @@ var (
 	macMTU   = net.HardwareAddr{0x02, 0xd0, 0, 0, 0, 0x03}
 	macOth   = net.HardwareAddr{0x02, 0xd0, 0, 0, 0, 0x04}
 	macPunt  = net.HardwareAddr{0x02, 0xd0, 0, 0, 0, 0x05}
+	macMTU6  = net.HardwareAddr{0x02, 0xd0, 0, 0, 0, 0x06}
+	macRSM6  = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x06}
 	macCli   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
 	macRS    = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
 	macLocal = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x03}
@@ -117,6 +120,7 @@ var (
 	noNeigh6 = netip.MustParseAddr("fd00:b::9")
 	rsMTU4   = netip.MustParseAddr("172.16.1.2")
 	rsOth4   = netip.MustParseAddr("192.168.5.2")
+	rsMTU6   = netip.MustParseAddr("fd00:c::2")
 	other4   = netip.MustParseAddr("198.51.100.7")
 	other6   = netip.MustParseAddr("2001:db8:ffff::7")
 )
@@ -141,7 +145,7 @@ type env struct {
 	ns   *netNS
 	objs XvsObjects
 
-	ext, intl, mtu, oth, punt *tlink
+	ext, intl, mtu, mtu6, oth, punt *tlink
 }
 
 func newEnv(t testing.TB) *env {
@@ -154,11 +158,13 @@ func newEnv(t testing.TB) *env {
 		neigh: map[string]net.HardwareAddr{"172.16.0.2": macRS, "fd00:b::2": macRS}}
 	e.mtu = &tlink{name: "mtu0", mac: macMTU, mtu: 600, addrs: []string{"172.16.1.1/24"},
 		neigh: map[string]net.HardwareAddr{"172.16.1.2": macRSMTU}}
+	e.mtu6 = &tlink{name: "mtu6", mac: macMTU6, mtu: 1280, addrs: []string{"fd00:c::1/64"},
+		neigh: map[string]net.HardwareAddr{"fd00:c::2": macRSM6}}
 	e.oth = &tlink{name: "oth0", mac: macOth, addrs: []string{"192.168.5.1/24"},
 		neigh: map[string]net.HardwareAddr{"192.168.5.2": macRSOth}}
 	e.punt = &tlink{name: "punt0", mac: macPunt}
 	err := e.ns.do(func() error {
-		for _, l := range []*tlink{e.ext, e.intl, e.mtu, e.oth, e.punt} {
+		for _, l := range []*tlink{e.ext, e.intl, e.mtu, e.mtu6, e.oth, e.punt} {
 			if err := addLink(l); err != nil {
 				return err
 			}
@@ -175,7 +181,7 @@ func newEnv(t testing.TB) *env {
 	}
 	e.load()
 	if err := e.ns.do(func() error {
-		for _, l := range []*tlink{e.ext, e.intl, e.mtu, e.punt} {
+		for _, l := range []*tlink{e.ext, e.intl, e.mtu, e.mtu6, e.punt} {
 			idx := uint32(l.index)
 			if err := e.objs.XvsTx.Put(idx, idx); err != nil {
 				return fmt.Errorf("put %s in xvs_tx: %w", l.name, err)

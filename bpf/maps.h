@@ -93,4 +93,33 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_tx SEC(".maps");
 
+/* Later IPv4/IPv6 fragments -> their conn: (src, dst, id, proto) of the
+ * first fragment as received -> client-side key and direction. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag_key);
+	__type(value, struct frag);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_frags SEC(".maps");
+
+/* First-packet token buckets: service id -> bucket; XVS_BUDGET_GLOBAL is
+ * the global one. Rate and burst written by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct budget);
+	__uint(max_entries, XVS_MAX_SVCS + 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_budget SEC(".maps");
+
+/* Per-CPU scratch for the datapath's ICMP checksums: one 64-byte chunk.
+ * Not pinned, nothing to share. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u8[64]);
+	__uint(max_entries, 1);
+} xvs_scratch SEC(".maps");
+
 #endif /* XVS_MAPS_H */

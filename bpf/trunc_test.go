@@ -95,13 +95,20 @@ func TestTruncated(t *testing.T) {
 
 // FuzzXDP feeds random frames to both entries with services and conns
 // installed: the verdict is one of the known ones, exactly one reason
-// counts, the length never changes, and a frame that came out changed
-// from one with valid checksums has valid IP and L4 checksums.
+// counts, the length changes only for an ICMP answer the datapath built
+// (sent back, never passed), and a frame that came out changed from one
+// with valid checksums has valid IP, L4 and ICMP checksums, quoted
+// headers included. Seeds: hits, first packets, ICMP errors with quoted
+// headers in both directions, fragments.
 func FuzzXDP(f *testing.F) {
 	e := newEnv(f)
 	setupConns(e)
 	for _, vf := range validFrames(e) {
 		f.Add(vf.b, vf.ingress == e.intl.index)
+	}
+	for _, b := range icmpSeeds(e) {
+		p, err := testutil.ParseFrame(b)
+		f.Add(b, err == nil && (p.Src == rs4 || p.Src == rs6 || p.Src == noNeigh4 || p.Src == noNeigh6))
 	}
 	f.Fuzz(func(t *testing.T, in []byte, internal bool) {
 		if len(in) < 15 || len(in) > 1500 {
@@ -130,7 +137,11 @@ func FuzzXDP(f *testing.F) {
 				t.Fatalf("%s: unknown verdict %d", en.name, got)
 			}
 			if len(out) != len(in) {
-				t.Fatalf("%s: length %d -> %d", en.name, len(in), len(out))
+				p, err := testutil.ParseFrame(out)
+				icmp := err == nil && (p.Proto == testutil.ProtoICMP || p.Proto == testutil.ProtoICMPv6)
+				if !icmp || (v != vTX && v != vRedirect) {
+					t.Fatalf("%s: length %d -> %d, verdict %v", en.name, len(in), len(out), v)
+				}
 			}
 			if bytes.Equal(out, in) {
 				continue

@@ -5,8 +5,15 @@
  * xvs.c: the entry points of the datapath, XDP and TC (tcx ingress). Both
  * run the same steps from the helpers in lib/:
  *
- *   parse -> conn_find -> hit:  conn_admit -> conn_account -> nat -> fib -> xmit
- *                         miss: punt (first packet to a VIP) | pass | drop
+ *   parse -> ICMP error:     icmp (translate for its conn, lib/icmp.h)
+ *         -> later fragment: frag (follow its first fragment, lib/frag.h)
+ *         -> conn_find -> miss: punt (first packet to a VIP, within the
+ *                               budget) | pass | drop
+ *                      -> hit:  SYN reusing a closed conn: punt
+ *                               conn_admit -> conn_account
+ *                               -> TTL <= 1: answer time exceeded
+ *                               -> fib -> too big, DF: answer frag needed
+ *                               -> nat -> (first fragment: record) -> xmit
  *
  * Every verdict counts exactly one enum reason in xvs_reasons.
  */
@@ -21,7 +28,11 @@
 #include "lib/conn.h"
 #include "lib/nat.h"
 #include "lib/fib.h"
+#include "lib/budget.h"
 #include "lib/punt.h"
+#include "lib/reply.h"
+#include "lib/icmp.h"
+#include "lib/frag.h"
 
 /* Never used: they make the enums part of BTF so that bpf2go emits them. */
 const volatile enum reason xvs_enum_reason;
@@ -30,33 +41,71 @@ const volatile enum family xvs_enum_family;
 const volatile enum conn_flags xvs_enum_cflags;
 const volatile enum dest_flags xvs_enum_dflags;
 
+/* hit_xdp: a hit from conn_admit on; ifindex is the ingress device. */
+static __always_inline int hit_xdp(struct xdp_md *ctx, __u32 ifindex,
+				   struct pkt *p, struct hit *h)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup fp = {};
+	struct reply rp = {};
+	int r, a;
+
+	r = conn_admit(h);
+	if (r != XVS_CONTINUE)
+		return xdp_verdict(r);
+	conn_account(p, h);
+	if (p->ttl <= 1) {
+		reply_ttl(&rp, p, h);
+	} else {
+		fib_fill(&fp, p, h, ifindex, p->ip_len);
+		r = fib_result(bpf_fib_lookup(ctx, &fp, sizeof(fp), 0));
+		if (r != REASON_PASS_MTU || !p->df) {
+			if (nat_xdp(data_end, p, h) != XVS_CONTINUE)
+				return xdp_verdict(REASON_DROP_MALFORMED);
+			frag_record(p, h);
+			if (r != XVS_CONTINUE)
+				return xdp_verdict(r);
+			return xdp_xmit(ctx, ifindex, p, fwd_reason(h), &fp);
+		}
+		reply_mtu(&rp, p, h, fp.mtu_result);
+	}
+	a = reply_xdp(ctx, &rp);
+	if (a != XVS_CONTINUE)
+		return a;
+	/* No headroom (never with XDP's 256 bytes): a TTL-expired packet
+	 * goes to the kernel unchanged; a too big one cannot go on, its
+	 * pointers are gone. */
+	return xdp_verdict(rp.reason == REASON_TX_TTL ? REASON_PASS_TTL :
+							REASON_DROP_TX_FAILED);
+}
+
 SEC("xdp")
 int xvs_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct bpf_fib_lookup fp = {};
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 tap = 0, svc_id = 0;
 	struct pkt p = {};
 	struct hit h = {};
 	int r;
 
+	xvs_opaque(ifindex); /* read now, not through a kept &ctx->field */
 	r = parse(data, data_end, data_end - data, 0, &p);
+	if (r == XVS_ICMP)
+		return icmp_xdp(ctx, ifindex, &p);
+	if (r == XVS_FRAG)
+		return frag_xdp(ctx, ifindex, &p);
 	if (r != XVS_CONTINUE)
 		return xdp_verdict(r);
-	if (!conn_find(&p, &h))
-		return punt_xdp(ctx, &p);
-	r = conn_admit(&p, &h);
-	if (r != XVS_CONTINUE)
-		return xdp_verdict(r);
-	conn_account(&p, &h);
-	r = nat_xdp(data_end, &p, &h);
-	if (r != XVS_CONTINUE)
-		return xdp_verdict(r);
-	fib_fill(&fp, &p, &h, ctx->ingress_ifindex, p.ip_len);
-	r = fib_result(bpf_fib_lookup(ctx, &fp, sizeof(fp), 0));
-	if (r != XVS_CONTINUE)
-		return xdp_verdict(r);
-	return xdp_xmit(ctx, &p, &h, &fp);
+	if (!conn_find(&p, &h)) {
+		if (p.frag)
+			return xdp_verdict(REASON_PASS_FRAGMENT);
+		return punt_xdp(ifindex, &p);
+	}
+	if (punt_reuse(&p, &h, ifindex, &tap, &svc_id))
+		return punt_send_xdp(tap, svc_id);
+	return hit_xdp(ctx, ifindex, &p, &h);
 }
 
 /* tc_parse: makes the headers directly readable and writable, then parses.
@@ -76,31 +125,71 @@ static __always_inline int tc_parse(struct __sk_buff *skb, struct pkt *p)
 	return parse(data, data_end, skb->len, skb->gso_size != 0, p);
 }
 
+/* hit_tc: as hit_xdp for TC. An answer the skb helpers refuse (GSO,
+ * inline VLAN tag) leaves the old behaviour: TTL passed unchanged, too big
+ * passed rewritten. */
+static __always_inline int hit_tc(struct __sk_buff *skb, __u32 ifindex,
+				  struct pkt *p, struct hit *h)
+{
+	struct bpf_fib_lookup fp = {};
+	struct reply rp = {};
+	int r, a;
+
+	r = conn_admit(h);
+	if (r != XVS_CONTINUE)
+		return tc_verdict(r);
+	conn_account(p, h);
+	if (p->ttl <= 1) {
+		reply_ttl(&rp, p, h);
+		r = REASON_PASS_TTL;
+	} else {
+		fib_fill(&fp, p, h, ifindex, 0);
+		r = fib_result(bpf_fib_lookup(skb, &fp, sizeof(fp), 0));
+		if (r == XVS_CONTINUE && !fib_gso_fits(skb, p, fp.mtu_result))
+			r = REASON_PASS_MTU;
+		if (r == REASON_PASS_MTU && p->df)
+			reply_mtu(&rp, p, h, fp.mtu_result);
+	}
+	if (rp.reason) {
+		a = reply_tc(skb, ifindex, &rp);
+		if (a != XVS_CONTINUE)
+			return a;
+		if (r == REASON_PASS_TTL)
+			return tc_verdict(r);
+	}
+	if (nat_tc(skb, p, h) != XVS_CONTINUE)
+		return tc_verdict(REASON_DROP_MALFORMED);
+	frag_record(p, h);
+	if (r != XVS_CONTINUE)
+		return tc_verdict(r);
+	return tc_xmit(skb, p, fwd_reason(h), &fp);
+}
+
 SEC("tc")
 int xvs_tc(struct __sk_buff *skb)
 {
-	struct bpf_fib_lookup fp = {};
+	__u32 ifindex = skb->ingress_ifindex;
+	__u32 tap = 0, svc_id = 0;
 	struct pkt p = {};
 	struct hit h = {};
 	int r;
 
+	xvs_opaque(ifindex); /* read now, not through a kept &skb->field */
 	r = tc_parse(skb, &p);
+	if (r == XVS_ICMP)
+		return icmp_tc(skb, ifindex, &p);
+	if (r == XVS_FRAG)
+		return frag_tc(skb, ifindex, &p);
 	if (r != XVS_CONTINUE)
 		return tc_verdict(r);
-	if (!conn_find(&p, &h))
-		return punt_tc(skb, &p);
-	r = conn_admit(&p, &h);
-	if (r != XVS_CONTINUE)
-		return tc_verdict(r);
-	conn_account(&p, &h);
-	r = nat_tc(skb, &p, &h);
-	if (r != XVS_CONTINUE)
-		return tc_verdict(r);
-	fib_fill(&fp, &p, &h, skb->ingress_ifindex, 0);
-	r = fib_result(bpf_fib_lookup(skb, &fp, sizeof(fp), 0));
-	if (r != XVS_CONTINUE)
-		return tc_verdict(r);
-	return tc_xmit(skb, &p, &h, &fp);
+	if (!conn_find(&p, &h)) {
+		if (p.frag)
+			return tc_verdict(REASON_PASS_FRAGMENT);
+		return punt_tc(ifindex, &p);
+	}
+	if (punt_reuse(&p, &h, ifindex, &tap, &svc_id))
+		return punt_send_tc(tap, svc_id);
+	return hit_tc(skb, ifindex, &p, &h);
 }
 
 char _license[] SEC("license") = "GPL";

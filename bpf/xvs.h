@@ -127,6 +127,50 @@ struct cfg {
 };
 
 /*
+ * Fragment tracking: xvs_frags, written by the datapath only. A first
+ * fragment of a conn's datagram (it carries the ports) records its
+ * (src, dst, id, proto) as received; later fragments of the same datagram
+ * find their conn through it.
+ */
+struct frag_key {
+	__u8 saddr[16]; /* as received, network order */
+	__u8 daddr[16];
+	__be32 id;      /* IP identification, network order; IPv4's 16 bits
+			 * in the first two bytes, the rest zero */
+	__u8 proto;     /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 family;    /* enum family */
+	__u8 pad[2];
+};
+
+struct frag {
+	struct conn_key ckey; /* the conn's client-side key (xvs_conns) */
+	__u32 out;            /* 0: client -> server, 1: server -> client */
+};
+
+/*
+ * First-packet budget: xvs_budget, a token bucket per service id
+ * (0 .. XVS_MAX_SVCS-1) and a global one at XVS_BUDGET_GLOBAL. The daemon
+ * writes rate and burst (and zeroes tokens and last_ns, which makes the
+ * bucket full at its next use); the datapath owns tokens and last_ns.
+ * rate 0 (or above XVS_BUDGET_RATE_MAX) = unlimited; burst 0 = rate (one
+ * second's worth). A first packet (one that would be punted) takes a
+ * token from its service's bucket, then from the global one; without one
+ * it is dropped (REASON_DROP_PUNT_BUDGET). Established flows never touch
+ * the buckets. Refill and take are atomic adds and one compare-and-swap
+ * of last_ns: under contention a bucket may admit a few packets more than
+ * burst, never fewer.
+ */
+#define XVS_BUDGET_GLOBAL XVS_MAX_SVCS
+#define XVS_BUDGET_RATE_MAX 100000000ULL
+
+struct budget {
+	__u64 rate;    /* first packets per second; 0 = unlimited */
+	__u64 burst;   /* bucket size, packets */
+	__s64 tokens;  /* datapath state */
+	__u64 last_ns; /* datapath state: bpf_ktime_get_ns of the last refill */
+};
+
+/*
  * Why a packet got its verdict: xvs_reasons, per CPU. Every pass and drop
  * counts exactly one reason; forwarded and punted packets count theirs.
  */
@@ -135,20 +179,40 @@ enum reason {
 	REASON_FWD_OUT,          /* real server -> client, rewritten */
 	REASON_PUNT,             /* first packet sent to the punt device */
 	REASON_PASS_NOT_IP,      /* not IPv4/IPv6 (ARP, ...) */
-	REASON_PASS_NOT_L4,      /* neither TCP nor UDP */
-	REASON_PASS_FRAGMENT,    /* IPv4 fragment */
+	REASON_PASS_NOT_L4,      /* neither TCP, UDP nor an ICMP error */
+	REASON_PASS_FRAGMENT,    /* fragment not of a tracked conn, a later
+				  * one before its first, or not TCP/UDP */
 	REASON_PASS_IPV6_EXT,    /* IPv6 extension header before L4 */
 	REASON_PASS_NO_SVC,      /* no conn, not a virtual service */
 	REASON_PASS_NOT_FIRST,   /* no conn, to a VIP, may not create one */
-	REASON_PASS_TTL,         /* TTL/hop limit <= 1: the kernel answers */
+	REASON_PASS_TTL,         /* TTL/hop limit <= 1 of an ICMP error or a
+				  * later fragment, or no room to answer */
 	REASON_PASS_FIB,         /* fib lookup failed: the kernel decides */
-	REASON_PASS_NO_NEIGH,    /* rewritten, neighbour unresolved: kernel forwards */
-	REASON_PASS_MTU,         /* rewritten packet too big for the egress link */
+	REASON_PASS_NO_NEIGH,    /* rewritten, neighbour unresolved: kernel
+				  * forwards */
+	REASON_PASS_MTU,         /* rewritten packet too big for the egress
+				  * link, may be fragmented (IPv4, no DF) */
 	REASON_DROP_MALFORMED,   /* truncated or invalid headers */
 	REASON_DROP_PUNT_STALE,  /* first packet while no daemon is alive */
 	REASON_DROP_PUNT_MISS,   /* written back by the daemon without a conn */
 	REASON_DROP_NO_DEST,     /* conn to a deleted real server */
 	REASON_DROP_REDIRECT,    /* redirect or punt failed */
+	/* appended: ICMP, path MTU, fragments, floods */
+	REASON_FWD_ICMP_IN,      /* ICMP error from the client side, translated
+				  * and sent to the real server */
+	REASON_FWD_ICMP_OUT,     /* ICMP error from the real-server side,
+				  * translated and sent to the client */
+	REASON_PASS_ICMP,        /* ICMP error not about a tracked conn, or
+				  * not translatable (quote without ports,
+				  * longer than XVS_CSUM_MAX) */
+	REASON_DROP_ICMP_CSUM,   /* ICMP error about a tracked conn with a
+				  * bad checksum (IPVS drops it too) */
+	REASON_TX_TTL,           /* answered ICMP time exceeded (TTL <= 1) */
+	REASON_TX_FRAG_NEEDED,   /* answered fragmentation needed / packet
+				  * too big (DF, egress MTU too small) */
+	REASON_DROP_TX_FAILED,   /* building that answer failed half-way */
+	REASON_DROP_PUNT_BUDGET, /* first packet over its service's or the
+				  * global first-packet budget */
 	REASON_MAX,
 };
 

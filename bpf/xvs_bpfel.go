@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type XvsBudget struct {
+	_      structs.HostLayout
+	Rate   uint64
+	Burst  uint64
+	Tokens int64
+	LastNs uint64
+}
+
 type XvsCfg struct {
 	_           structs.HostLayout
 	PuntIfindex uint32
@@ -71,28 +79,52 @@ const (
 	XvsFamilyFAMILY_INET6 XvsFamily = 10
 )
 
+type XvsFrag struct {
+	_    structs.HostLayout
+	Ckey XvsConnKey
+	Out  uint32
+}
+
+type XvsFragKey struct {
+	_      structs.HostLayout
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+	Id     uint32
+	Proto  uint8
+	Family uint8
+	Pad    [2]uint8
+}
+
 type XvsReason uint32
 
 const (
-	XvsReasonREASON_FWD_IN          XvsReason = 0
-	XvsReasonREASON_FWD_OUT         XvsReason = 1
-	XvsReasonREASON_PUNT            XvsReason = 2
-	XvsReasonREASON_PASS_NOT_IP     XvsReason = 3
-	XvsReasonREASON_PASS_NOT_L4     XvsReason = 4
-	XvsReasonREASON_PASS_FRAGMENT   XvsReason = 5
-	XvsReasonREASON_PASS_IPV6EXT    XvsReason = 6
-	XvsReasonREASON_PASS_NO_SVC     XvsReason = 7
-	XvsReasonREASON_PASS_NOT_FIRST  XvsReason = 8
-	XvsReasonREASON_PASS_TTL        XvsReason = 9
-	XvsReasonREASON_PASS_FIB        XvsReason = 10
-	XvsReasonREASON_PASS_NO_NEIGH   XvsReason = 11
-	XvsReasonREASON_PASS_MTU        XvsReason = 12
-	XvsReasonREASON_DROP_MALFORMED  XvsReason = 13
-	XvsReasonREASON_DROP_PUNT_STALE XvsReason = 14
-	XvsReasonREASON_DROP_PUNT_MISS  XvsReason = 15
-	XvsReasonREASON_DROP_NO_DEST    XvsReason = 16
-	XvsReasonREASON_DROP_REDIRECT   XvsReason = 17
-	XvsReasonREASON_MAX             XvsReason = 18
+	XvsReasonREASON_FWD_IN           XvsReason = 0
+	XvsReasonREASON_FWD_OUT          XvsReason = 1
+	XvsReasonREASON_PUNT             XvsReason = 2
+	XvsReasonREASON_PASS_NOT_IP      XvsReason = 3
+	XvsReasonREASON_PASS_NOT_L4      XvsReason = 4
+	XvsReasonREASON_PASS_FRAGMENT    XvsReason = 5
+	XvsReasonREASON_PASS_IPV6EXT     XvsReason = 6
+	XvsReasonREASON_PASS_NO_SVC      XvsReason = 7
+	XvsReasonREASON_PASS_NOT_FIRST   XvsReason = 8
+	XvsReasonREASON_PASS_TTL         XvsReason = 9
+	XvsReasonREASON_PASS_FIB         XvsReason = 10
+	XvsReasonREASON_PASS_NO_NEIGH    XvsReason = 11
+	XvsReasonREASON_PASS_MTU         XvsReason = 12
+	XvsReasonREASON_DROP_MALFORMED   XvsReason = 13
+	XvsReasonREASON_DROP_PUNT_STALE  XvsReason = 14
+	XvsReasonREASON_DROP_PUNT_MISS   XvsReason = 15
+	XvsReasonREASON_DROP_NO_DEST     XvsReason = 16
+	XvsReasonREASON_DROP_REDIRECT    XvsReason = 17
+	XvsReasonREASON_FWD_ICMP_IN      XvsReason = 18
+	XvsReasonREASON_FWD_ICMP_OUT     XvsReason = 19
+	XvsReasonREASON_PASS_ICMP        XvsReason = 20
+	XvsReasonREASON_DROP_ICMP_CSUM   XvsReason = 21
+	XvsReasonREASON_TX_TTL           XvsReason = 22
+	XvsReasonREASON_TX_FRAG_NEEDED   XvsReason = 23
+	XvsReasonREASON_DROP_TX_FAILED   XvsReason = 24
+	XvsReasonREASON_DROP_PUNT_BUDGET XvsReason = 25
+	XvsReasonREASON_MAX              XvsReason = 26
 )
 
 type XvsStats struct {
@@ -139,12 +171,15 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	XvsMapXvsBudget     = "xvs_budget"
 	XvsMapXvsCfg        = "xvs_cfg"
 	XvsMapXvsConns      = "xvs_conns"
 	XvsMapXvsDestStats  = "xvs_dest_stats"
 	XvsMapXvsDests      = "xvs_dests"
+	XvsMapXvsFrags      = "xvs_frags"
 	XvsMapXvsRconns     = "xvs_rconns"
 	XvsMapXvsReasons    = "xvs_reasons"
+	XvsMapXvsScratch    = "xvs_scratch"
 	XvsMapXvsSvcStats   = "xvs_svc_stats"
 	XvsMapXvsSvcs       = "xvs_svcs"
 	XvsMapXvsTx         = "xvs_tx"
@@ -207,12 +242,15 @@ type XvsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XvsMapSpecs struct {
+	XvsBudget    *ebpf.MapSpec `ebpf:"xvs_budget"`
 	XvsCfg       *ebpf.MapSpec `ebpf:"xvs_cfg"`
 	XvsConns     *ebpf.MapSpec `ebpf:"xvs_conns"`
 	XvsDestStats *ebpf.MapSpec `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
+	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
+	XvsScratch   *ebpf.MapSpec `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.MapSpec `ebpf:"xvs_svcs"`
 	XvsTx        *ebpf.MapSpec `ebpf:"xvs_tx"`
@@ -249,12 +287,15 @@ func (o *XvsObjects) Close() error {
 //
 // It can be passed to LoadXvsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XvsMaps struct {
+	XvsBudget    *ebpf.Map `ebpf:"xvs_budget"`
 	XvsCfg       *ebpf.Map `ebpf:"xvs_cfg"`
 	XvsConns     *ebpf.Map `ebpf:"xvs_conns"`
 	XvsDestStats *ebpf.Map `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
+	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
+	XvsScratch   *ebpf.Map `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.Map `ebpf:"xvs_svcs"`
 	XvsTx        *ebpf.Map `ebpf:"xvs_tx"`
@@ -262,12 +303,15 @@ type XvsMaps struct {
 
 func (m *XvsMaps) Close() error {
 	return _XvsClose(
+		m.XvsBudget,
 		m.XvsCfg,
 		m.XvsConns,
 		m.XvsDestStats,
 		m.XvsDests,
+		m.XvsFrags,
 		m.XvsRconns,
 		m.XvsReasons,
+		m.XvsScratch,
 		m.XvsSvcStats,
 		m.XvsSvcs,
 		m.XvsTx,

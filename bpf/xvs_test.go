@@ -130,6 +130,8 @@ func dpCases(e *env, fi, pi int) []dpCase {
 	vlan.VLAN, vlan.VLANID = true, 7
 	ttl1 := in(cli, data)
 	ttl1.TTL = 1
+	revTTL1 := rev
+	revTTL1.TTL = 1
 	first := uint8(testutil.TCPSyn)
 	newc := ap(fa.cli, cport+50)
 
@@ -140,8 +142,12 @@ func dpCases(e *env, fi, pi int) []dpCase {
 			out: revOut.Bytes(), reason: XvsReasonREASON_FWD_OUT},
 		{name: "vlan tag kept", in: vlan.Bytes(), ingress: e.ext.index, want: vRedirect,
 			out: fwd(vlan, rs, macRS, macInt), reason: XvsReasonREASON_FWD_IN},
-		{name: "ttl 1 passes", in: ttl1.Bytes(), ingress: e.ext.index, want: vPass,
-			reason: XvsReasonREASON_PASS_TTL},
+		{name: "ttl 1 answers time exceeded", in: ttl1.Bytes(), ingress: e.ext.index, want: vTX,
+			wantTC: vp(vRedirect), out: icmpReply(ttl1, fa.vip, timeExceeded(fa.vip), 0, 0),
+			reason: XvsReasonREASON_TX_TTL},
+		{name: "reverse ttl 1 answers time exceeded", in: revTTL1.Bytes(), ingress: e.intl.index, want: vTX,
+			wantTC: vp(vRedirect), out: icmpReply(revTTL1, fa.vip, timeExceeded(fa.vip), 0, 0),
+			reason: XvsReasonREASON_TX_TTL},
 		{name: "egress is ingress", in: in(ap(fa.cli, cport+1), data).Bytes(), ingress: e.ext.index,
 			want: vTX, wantTC: vp(vRedirect), out: fwd(in(ap(fa.cli, cport+1), data), ap(fa.local, rport), macLocal, macExt),
 			reason: XvsReasonREASON_FWD_IN},
@@ -179,20 +185,12 @@ func dpCases(e *env, fi, pi int) []dpCase {
 	if fa.cli.Is4() {
 		opts := in(cli, data)
 		opts.IPOptions = []byte{7, 7, 4, 0, 0, 0, 0} // record route, one slot
-		mf := in(cli, data)
-		mf.FragOff = testutil.IPv4MF
-		off := in(cli, data)
-		off.FragOff = 100
 		big := in(ap(fa.cli, cport+4), data)
 		big.Payload = make([]byte, 1000)
 		oth := in(ap(fa.cli, cport+5), data)
 		cs = append(cs,
 			dpCase{name: "ipv4 options", in: opts.Bytes(), ingress: e.ext.index, want: vRedirect,
 				out: fwd(opts, rs, macRS, macInt), reason: XvsReasonREASON_FWD_IN},
-			dpCase{name: "first fragment passes", in: mf.Bytes(), ingress: e.ext.index, want: vPass,
-				reason: XvsReasonREASON_PASS_FRAGMENT},
-			dpCase{name: "later fragment passes", in: off.Bytes(), ingress: e.ext.index, want: vPass,
-				reason: XvsReasonREASON_PASS_FRAGMENT},
 			dpCase{name: "too big for egress mtu", in: big.Bytes(), ingress: e.ext.index, want: vPass,
 				out: fwdNoTx(big, ap(rsMTU4, rport)), reason: XvsReasonREASON_PASS_MTU},
 			dpCase{name: "egress not in xvs_tx", in: oth.Bytes(), ingress: e.ext.index, want: vPass,
@@ -255,7 +253,7 @@ func protoCases(e *env) []dpCase {
 		{name: "arp passes", in: arp.Bytes(), ingress: e.ext.index, want: vPass, reason: XvsReasonREASON_PASS_NOT_IP},
 		{name: "icmp passes", in: icmp.Bytes(), ingress: e.ext.index, want: vPass, reason: XvsReasonREASON_PASS_NOT_L4},
 		{name: "icmpv6 passes", in: icmp6.Bytes(), ingress: e.ext.index, want: vPass, reason: XvsReasonREASON_PASS_NOT_L4},
-		{name: "ipv6 fragment header passes", in: frag6.Bytes(), ingress: e.ext.index, want: vPass, reason: XvsReasonREASON_PASS_IPV6EXT},
+		{name: "ipv6 later fragment of nothing passes", in: frag6.Bytes(), ingress: e.ext.index, want: vPass, reason: XvsReasonREASON_PASS_FRAGMENT},
 		{name: "ipv6 destination options pass", in: hbh6.Bytes(), ingress: e.ext.index, want: vPass, reason: XvsReasonREASON_PASS_IPV6EXT},
 		{name: "ihl 4 drops", in: ihl4, ingress: e.ext.index, want: vDrop, reason: mal},
 		{name: "ip version 5 drops", in: ver, ingress: e.ext.index, want: vDrop, reason: mal},

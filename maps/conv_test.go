@@ -1,7 +1,9 @@
 package maps
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -199,8 +201,8 @@ func TestReasonName(t *testing.T) {
 	seen := map[string]bool{}
 	for r := range bpf.XvsReasonREASON_MAX {
 		n := ReasonName(r)
-		if n == "" || seen[n] {
-			t.Errorf("reason %d: name %q empty or duplicate", r, n)
+		if n == "" || seen[n] || strings.HasPrefix(n, "reason_") {
+			t.Errorf("reason %d: name %q empty, duplicate or missing from reasonNames", r, n)
 		}
 		seen[n] = true
 	}
@@ -209,7 +211,7 @@ func TestReasonName(t *testing.T) {
 		bpf.XvsReasonREASON_PUNT:          "punt",
 		bpf.XvsReasonREASON_PASS_FRAGMENT: "pass_fragment",
 		bpf.XvsReasonREASON_DROP_REDIRECT: "drop_redirect",
-		bpf.XvsReasonREASON_MAX:           "reason_18",
+		bpf.XvsReasonREASON_MAX:           fmt.Sprintf("reason_%d", bpf.XvsReasonREASON_MAX),
 	} {
 		if got := ReasonName(r); got != want {
 			t.Errorf("ReasonName(%d) = %q, want %q", r, got, want)

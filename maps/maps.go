@@ -51,6 +51,7 @@ type Maps struct {
 	destStats *ebpf.Map
 	reasons   *ebpf.Map
 	cfg       *ebpf.Map
+	budget    *ebpf.Map
 
 	ncpu int
 	// destMem is xvs_dests mapped shared: counters are changed with
@@ -66,7 +67,7 @@ type Maps struct {
 // New wraps loaded maps and mmaps xvs_dests.
 func New(m *bpf.XvsMaps) (*Maps, error) {
 	if m == nil || m.XvsSvcs == nil || m.XvsConns == nil || m.XvsRconns == nil || m.XvsDests == nil ||
-		m.XvsSvcStats == nil || m.XvsDestStats == nil || m.XvsReasons == nil || m.XvsCfg == nil {
+		m.XvsSvcStats == nil || m.XvsDestStats == nil || m.XvsReasons == nil || m.XvsCfg == nil || m.XvsBudget == nil {
 		return nil, errors.New("new maps: missing map")
 	}
 	if got := int(m.XvsDests.ValueSize()); got != destSize {
@@ -95,6 +96,7 @@ func New(m *bpf.XvsMaps) (*Maps, error) {
 		destStats: m.XvsDestStats,
 		reasons:   m.XvsReasons,
 		cfg:       m.XvsCfg,
+		budget:    m.XvsBudget,
 		ncpu:      ncpu,
 		destMem:   mem,
 		destMax:   entries,
@@ -526,24 +528,32 @@ func (m *Maps) Reasons() ([bpf.XvsReasonREASON_MAX]uint64, error) {
 }
 
 var reasonNames = [bpf.XvsReasonREASON_MAX]string{
-	bpf.XvsReasonREASON_FWD_IN:          "fwd_in",
-	bpf.XvsReasonREASON_FWD_OUT:         "fwd_out",
-	bpf.XvsReasonREASON_PUNT:            "punt",
-	bpf.XvsReasonREASON_PASS_NOT_IP:     "pass_not_ip",
-	bpf.XvsReasonREASON_PASS_NOT_L4:     "pass_not_l4",
-	bpf.XvsReasonREASON_PASS_FRAGMENT:   "pass_fragment",
-	bpf.XvsReasonREASON_PASS_IPV6EXT:    "pass_ipv6_ext",
-	bpf.XvsReasonREASON_PASS_NO_SVC:     "pass_no_svc",
-	bpf.XvsReasonREASON_PASS_NOT_FIRST:  "pass_not_first",
-	bpf.XvsReasonREASON_PASS_TTL:        "pass_ttl",
-	bpf.XvsReasonREASON_PASS_FIB:        "pass_fib",
-	bpf.XvsReasonREASON_PASS_NO_NEIGH:   "pass_no_neigh",
-	bpf.XvsReasonREASON_PASS_MTU:        "pass_mtu",
-	bpf.XvsReasonREASON_DROP_MALFORMED:  "drop_malformed",
-	bpf.XvsReasonREASON_DROP_PUNT_STALE: "drop_punt_stale",
-	bpf.XvsReasonREASON_DROP_PUNT_MISS:  "drop_punt_miss",
-	bpf.XvsReasonREASON_DROP_NO_DEST:    "drop_no_dest",
-	bpf.XvsReasonREASON_DROP_REDIRECT:   "drop_redirect",
+	bpf.XvsReasonREASON_FWD_IN:           "fwd_in",
+	bpf.XvsReasonREASON_FWD_OUT:          "fwd_out",
+	bpf.XvsReasonREASON_PUNT:             "punt",
+	bpf.XvsReasonREASON_PASS_NOT_IP:      "pass_not_ip",
+	bpf.XvsReasonREASON_PASS_NOT_L4:      "pass_not_l4",
+	bpf.XvsReasonREASON_PASS_FRAGMENT:    "pass_fragment",
+	bpf.XvsReasonREASON_PASS_IPV6EXT:     "pass_ipv6_ext",
+	bpf.XvsReasonREASON_PASS_NO_SVC:      "pass_no_svc",
+	bpf.XvsReasonREASON_PASS_NOT_FIRST:   "pass_not_first",
+	bpf.XvsReasonREASON_PASS_TTL:         "pass_ttl",
+	bpf.XvsReasonREASON_PASS_FIB:         "pass_fib",
+	bpf.XvsReasonREASON_PASS_NO_NEIGH:    "pass_no_neigh",
+	bpf.XvsReasonREASON_PASS_MTU:         "pass_mtu",
+	bpf.XvsReasonREASON_DROP_MALFORMED:   "drop_malformed",
+	bpf.XvsReasonREASON_DROP_PUNT_STALE:  "drop_punt_stale",
+	bpf.XvsReasonREASON_DROP_PUNT_MISS:   "drop_punt_miss",
+	bpf.XvsReasonREASON_DROP_NO_DEST:     "drop_no_dest",
+	bpf.XvsReasonREASON_DROP_REDIRECT:    "drop_redirect",
+	bpf.XvsReasonREASON_FWD_ICMP_IN:      "fwd_icmp_in",
+	bpf.XvsReasonREASON_FWD_ICMP_OUT:     "fwd_icmp_out",
+	bpf.XvsReasonREASON_PASS_ICMP:        "pass_icmp",
+	bpf.XvsReasonREASON_DROP_ICMP_CSUM:   "drop_icmp_csum",
+	bpf.XvsReasonREASON_TX_TTL:           "tx_ttl",
+	bpf.XvsReasonREASON_TX_FRAG_NEEDED:   "tx_frag_needed",
+	bpf.XvsReasonREASON_DROP_TX_FAILED:   "drop_tx_failed",
+	bpf.XvsReasonREASON_DROP_PUNT_BUDGET: "drop_punt_budget",
 }
 
 // ReasonName is the stable metric label of a reason ("fwd_in", "punt",
@@ -613,4 +623,19 @@ func notFound(err error) error {
 		return ErrNotFound
 	}
 	return err
+}
+
+// SetBudget sets the first-packet budget of service id, or the global one
+// when global is set: rate first packets per second with bursts of burst
+// (0 = unlimited rate; 0 burst = one second's worth). The bucket starts
+// full.
+func (m *Maps) SetBudget(id uint32, global bool, rate, burst uint64) error {
+	if global {
+		id = m.budget.MaxEntries() - 1
+	}
+	b := bpf.XvsBudget{Rate: rate, Burst: burst}
+	if err := m.budget.Update(id, &b, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set first-packet budget %d: %w", id, err)
+	}
+	return nil
 }

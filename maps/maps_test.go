@@ -548,3 +548,35 @@ func TestNowIsMonotonic(t *testing.T) {
 		t.Errorf("Now went backwards: %v < %v", b, a)
 	}
 }
+
+func TestSetBudget(t *testing.T) {
+	m, raw := newTestMaps(t)
+	tests := []struct {
+		name        string
+		id          uint32
+		global      bool
+		rate, burst uint64
+		wantIndex   uint32
+	}{
+		{name: "service", id: 7, rate: 1000, burst: 100, wantIndex: 7},
+		{name: "global", id: 7, global: true, rate: 50000, burst: 0, wantIndex: raw.XvsBudget.MaxEntries() - 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A bucket the datapath has used starts full again.
+			if err := raw.XvsBudget.Put(tt.wantIndex, &bpf.XvsBudget{Tokens: -5, LastNs: 99}); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.SetBudget(tt.id, tt.global, tt.rate, tt.burst); err != nil {
+				t.Fatal(err)
+			}
+			var got bpf.XvsBudget
+			if err := raw.XvsBudget.Lookup(tt.wantIndex, &got); err != nil {
+				t.Fatal(err)
+			}
+			if want := (bpf.XvsBudget{Rate: tt.rate, Burst: tt.burst}); got != want {
+				t.Errorf("budget[%d] = %+v, want %+v", tt.wantIndex, got, want)
+			}
+		})
+	}
+}

@@ -56,19 +56,30 @@ static __always_inline int conn_find(struct pkt *p, struct hit *h)
 	return 1;
 }
 
-/* conn_admit: whether a hit may be forwarded. Returns XVS_CONTINUE,
+/* conn_by_ckey: the conn of client-side key ckey (a value in another map)
+ * in direction out. Returns 1 with h->c, h->ckey and h->out set, or 0. */
+static __always_inline int conn_by_ckey(struct conn_key *ckey, int out,
+					struct hit *h)
+{
+	h->c = bpf_map_lookup_elem(&xvs_conns, ckey);
+	if (!h->c)
+		return 0;
+	h->ckey = ckey;
+	h->out = out;
+	return 1;
+}
+
+/* conn_admit: whether a hit may be forwarded. Returns XVS_CONTINUE or
  * REASON_DROP_NO_DEST (client -> server packet of a conn whose real server
- * is no longer available, as IPVS with expire_nodest_conn=0) or
- * REASON_PASS_TTL (TTL/hop limit <= 1: passed unchanged, the kernel
- * answers time exceeded). Neither counts in the conn's statistics. */
-static __always_inline int conn_admit(struct pkt *p, struct hit *h)
+ * is no longer available, as IPVS with expire_nodest_conn=0), which does
+ * not count in the conn's statistics. TTL <= 1 is the caller's (IPVS
+ * counts the packet, then answers time exceeded). */
+static __always_inline int conn_admit(struct hit *h)
 {
 	h->d = bpf_map_lookup_elem(&xvs_dests, &h->c->dest_id);
 	h->avail = h->d && (h->d->flags & DEST_F_AVAILABLE);
 	if (!h->out && !h->avail)
 		return REASON_DROP_NO_DEST;
-	if (p->ttl <= 1)
-		return REASON_PASS_TTL;
 	return XVS_CONTINUE;
 }
 
@@ -143,6 +154,17 @@ static __always_inline void conn_account(struct pkt *p, struct hit *h)
 	h->c->last_seen = bpf_ktime_get_ns();
 	if (h->avail)
 		stats_add(h->c->svc_id, h->c->dest_id, h->out, p->ip_len, new);
+}
+
+/* conn_touch: the bookkeeping of a packet of a hit that is no TCP segment
+ * of its own (an ICMP error about the conn, a later fragment): last_seen
+ * and the statistics (bytes: IP length), no state change and no claim of
+ * CONN_F_NEW. */
+static __always_inline void conn_touch(struct hit *h, __u32 bytes)
+{
+	h->c->last_seen = bpf_ktime_get_ns();
+	if (h->avail)
+		stats_add(h->c->svc_id, h->c->dest_id, h->out, bytes, 0);
 }
 
 #endif /* XVS_CONN_H */

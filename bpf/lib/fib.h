@@ -5,11 +5,14 @@
  *
  * Only a packet we transmit ourselves has its TTL decremented. When the
  * lookup says the neighbour is unresolved (REASON_PASS_NO_NEIGH), the route
- * fails (REASON_PASS_FIB) or the packet is too big for the egress MTU
- * (REASON_PASS_MTU), the rewritten packet goes to the kernel with its MACs
- * untouched: the stack forwards it (decrementing the TTL, resolving the
- * neighbour, fragmenting) or answers with an ICMP error, as for any
- * forwarded packet.
+ * fails (REASON_PASS_FIB) or the packet is too big for the egress MTU and
+ * may be fragmented (IPv4 without DF: REASON_PASS_MTU), the rewritten
+ * packet goes to the kernel with its MACs untouched: the stack forwards it
+ * (decrementing the TTL, resolving the neighbour, fragmenting), as for any
+ * forwarded packet. Too big and not to be fragmented: the caller answers
+ * (lib/reply.h). The lookup of a hit is made before the rewrite, from the
+ * conn (fib_fill), so that the original packet is still there to quote;
+ * that of an ICMP error after it, from the rewritten header (fib_fill_l3).
  */
 #ifndef XVS_FIB_H
 #define XVS_FIB_H
@@ -53,6 +56,37 @@ static __always_inline void fib_fill(struct bpf_fib_lookup *fp, struct pkt *p,
 	}
 }
 
+/* fib_fill_l3: the lookup for a packet already rewritten (an ICMP error,
+ * a later fragment), from the addresses in its IP header; no ports.
+ * Returns 0, or -1 if the header is out of bounds (for the verifier). */
+static __always_inline int fib_fill_l3(void *data_end,
+				       struct bpf_fib_lookup *fp,
+				       struct pkt *p, __u32 ifindex,
+				       __u16 tot_len)
+{
+	struct iphdr *iph = p->l3;
+	struct ipv6hdr *ip6 = p->l3;
+
+	fp->l4_protocol = p->ipproto;
+	fp->tot_len = tot_len;
+	fp->ifindex = ifindex;
+	if (p->key.family == FAMILY_INET) {
+		if ((void *)(iph + 1) > data_end)
+			return -1;
+		fp->family = XVS_AF_INET;
+		fp->tos = p->tos;
+		fp->ipv4_src = iph->saddr;
+		fp->ipv4_dst = iph->daddr;
+		return 0;
+	}
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	fp->family = XVS_AF_INET6;
+	__builtin_memcpy(fp->ipv6_src, &ip6->saddr, 16);
+	__builtin_memcpy(fp->ipv6_dst, &ip6->daddr, 16);
+	return 0;
+}
+
 /* fib_result: XVS_CONTINUE for a usable next hop, else the pass reason. */
 static __always_inline int fib_result(long rc)
 {
@@ -67,6 +101,21 @@ static __always_inline int fib_result(long rc)
 	return REASON_PASS_FIB;
 }
 
+/* fib_gso_fits: whether the segments of a GSO skb (TC) fit mtu, the
+ * egress MTU the lookup returned. bpf_fib_lookup itself lets every GSO
+ * skb pass (is_skb_forwardable), and a redirected segment larger than the
+ * link would be dropped silently: say REASON_PASS_MTU instead, so that
+ * the caller answers (DF) or the kernel fragments. */
+static __always_inline int fib_gso_fits(struct __sk_buff *skb, struct pkt *p,
+					__u32 mtu)
+{
+	__u32 gso = skb->gso_size;
+
+	if (!gso || !mtu)
+		return 1;
+	return p->l4_off - p->l3_off + p->l4_hlen + gso <= mtu;
+}
+
 /* fwd_reason: the reason counted for a packet we transmit. */
 static __always_inline int fwd_reason(struct hit *h)
 {
@@ -74,17 +123,19 @@ static __always_inline int fwd_reason(struct hit *h)
 }
 
 /* xdp_xmit: sends the rewritten packet to fp's next hop: XDP_TX when the
- * egress is the ingress device, else a redirect through xvs_tx. An egress
- * device missing from xvs_tx is not ours to send on: the rewritten packet
- * goes to the kernel, which forwards it (REASON_PASS_FIB). */
-static __always_inline int xdp_xmit(struct xdp_md *ctx, struct pkt *p,
-				    struct hit *h, struct bpf_fib_lookup *fp)
+ * egress is the ingress device, else a redirect through xvs_tx, counting
+ * reason. An egress device missing from xvs_tx is not ours to send on: the
+ * rewritten packet goes to the kernel, which forwards it
+ * (REASON_PASS_FIB). */
+static __always_inline int xdp_xmit(struct xdp_md *ctx, __u32 ingress,
+				    struct pkt *p, int reason,
+				    struct bpf_fib_lookup *fp)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	__u32 egress = fp->ifindex;
-	int tx = egress == ctx->ingress_ifindex;
+	int tx = egress == ingress;
 
 	if (!tx && !bpf_map_lookup_elem(&xvs_tx, &egress))
 		return xdp_verdict(REASON_PASS_FIB);
@@ -94,18 +145,18 @@ static __always_inline int xdp_xmit(struct xdp_md *ctx, struct pkt *p,
 	__builtin_memcpy(eth->h_dest, fp->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, fp->smac, ETH_ALEN);
 	if (tx) {
-		reason_count(fwd_reason(h));
+		reason_count(reason);
 		return XDP_TX;
 	}
 	if (bpf_redirect_map(&xvs_tx, egress, 0) != XDP_REDIRECT)
 		return xdp_verdict(REASON_DROP_REDIRECT);
-	reason_count(fwd_reason(h));
+	reason_count(reason);
 	return XDP_REDIRECT;
 }
 
 /* tc_xmit: as xdp_xmit for TC: bpf_redirect to the egress device. */
 static __always_inline int tc_xmit(struct __sk_buff *skb, struct pkt *p,
-				   struct hit *h, struct bpf_fib_lookup *fp)
+				   int reason, struct bpf_fib_lookup *fp)
 {
 	if (ttl_dec_tc(skb, p))
 		return tc_verdict(REASON_DROP_MALFORMED);
@@ -114,7 +165,7 @@ static __always_inline int tc_xmit(struct __sk_buff *skb, struct pkt *p,
 		return tc_verdict(REASON_DROP_MALFORMED);
 	if (bpf_redirect(fp->ifindex, 0) != TC_ACT_REDIRECT)
 		return tc_verdict(REASON_DROP_REDIRECT);
-	reason_count(fwd_reason(h));
+	reason_count(reason);
 	return TC_ACT_REDIRECT;
 }
 

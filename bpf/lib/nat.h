@@ -67,36 +67,53 @@ static __always_inline int nat_xdp_l4(void *data_end, struct pkt *p,
 	return 0;
 }
 
-/* nat_xdp: rewrites a hit in place. Returns XVS_CONTINUE, or
- * REASON_DROP_MALFORMED if a header is out of bounds (parse() already
- * proved it is not; the check is for the verifier). */
-static __always_inline int nat_xdp(void *data_end, struct pkt *p,
-				   struct hit *h)
+/* nat_xdp_l3: rewrites the IP address of a hit in place (with the IPv4
+ * header checksum) and adds the change to *diff, for the L4 checksum.
+ * Returns 0, or -1 if the header is out of bounds (parse() proved it is
+ * not; the check is for the verifier). */
+static __always_inline int nat_xdp_l3(void *data_end, struct pkt *p,
+				      struct hit *h, __u32 *diff)
 {
 	struct iphdr *iph = p->l3;
 	struct ipv6hdr *ip6 = p->l3;
-	__u32 to[4], diff = 0, *addr;
+	__u32 to[4], d = 0, *addr;
 	__be16 to_port;
 	int i;
 
 	nat_target(h, to, &to_port);
 	if (p->key.family == FAMILY_INET) {
 		if ((void *)(iph + 1) > data_end)
-			return REASON_DROP_MALFORMED;
+			return -1;
 		addr = h->out ? &iph->saddr : &iph->daddr;
-		diff = csum_diff4(0, *addr, to[0]);
+		d = csum_diff4(0, *addr, to[0]);
 		*addr = to[0];
-		iph->check = csum_apply(iph->check, diff);
+		iph->check = csum_apply(iph->check, d);
 	} else {
 		if ((void *)(ip6 + 1) > data_end)
-			return REASON_DROP_MALFORMED;
+			return -1;
 		addr = h->out ? ip6->saddr.in6_u.u6_addr32 :
 				ip6->daddr.in6_u.u6_addr32;
 		for (i = 0; i < 4; i++) {
-			diff = csum_diff4(diff, addr[i], to[i]);
+			d = csum_diff4(d, addr[i], to[i]);
 			addr[i] = to[i];
 		}
 	}
+	*diff = d;
+	return 0;
+}
+
+/* nat_xdp: rewrites a hit in place. Returns XVS_CONTINUE, or
+ * REASON_DROP_MALFORMED if a header is out of bounds (parse() already
+ * proved it is not; the check is for the verifier). */
+static __always_inline int nat_xdp(void *data_end, struct pkt *p,
+				   struct hit *h)
+{
+	__u32 to[4], diff = 0;
+	__be16 to_port;
+
+	nat_target(h, to, &to_port);
+	if (nat_xdp_l3(data_end, p, h, &diff))
+		return REASON_DROP_MALFORMED;
 	if (nat_xdp_l4(data_end, p, h->out, to_port, diff))
 		return REASON_DROP_MALFORMED;
 	return XVS_CONTINUE;
@@ -126,7 +143,8 @@ static __always_inline void ttl_dec_xdp(void *data_end, struct pkt *p)
 }
 
 /* nat_tc_addr: the checksum updates for the address change from -> to
- * (1 word for IPv4, 4 for IPv6). Returns 0 or a helper's error. */
+ * (1 word for IPv4, 4 for IPv6); no L4 checksum when p->csum_off is 0 (a
+ * later fragment). Returns 0 or a helper's error. */
 static __always_inline int nat_tc_addr(struct __sk_buff *skb, struct pkt *p,
 				       __u32 from[4], __u32 to[4], __u64 l4f)
 {
@@ -135,11 +153,13 @@ static __always_inline int nat_tc_addr(struct __sk_buff *skb, struct pkt *p,
 
 	if (p->key.family == FAMILY_INET) {
 		err = bpf_l3_csum_replace(skb, ipsum, from[0], to[0], 4);
-		if (err)
+		if (err || !p->csum_off)
 			return err;
 		return bpf_l4_csum_replace(skb, p->csum_off, from[0], to[0],
 					   BPF_F_PSEUDO_HDR | l4f | 4);
 	}
+	if (!p->csum_off)
+		return 0;
 	for (i = 0; i < 4; i++) {
 		err = bpf_l4_csum_replace(skb, p->csum_off, from[i], to[i],
 					  BPF_F_PSEUDO_HDR | l4f | 4);
@@ -185,6 +205,33 @@ static __always_inline int nat_tc(struct __sk_buff *skb, struct pkt *p,
 	return XVS_CONTINUE;
 }
 
+/* nat_tc_l3: rewrites only the IP address of a hit (a later fragment: no
+ * L4 header). Returns XVS_CONTINUE or REASON_DROP_MALFORMED. */
+static __always_inline int nat_tc_l3(struct __sk_buff *skb, struct pkt *p,
+				     struct hit *h)
+{
+	int v4 = p->key.family == FAMILY_INET;
+	__u32 from[4], to[4], off;
+	__be16 to_port;
+
+	nat_target(h, to, &to_port);
+	if (h->out) {
+		__builtin_memcpy(from, p->key.saddr, 16);
+		off = v4 ? offsetof(struct iphdr, saddr) :
+			   offsetof(struct ipv6hdr, saddr);
+	} else {
+		__builtin_memcpy(from, p->key.daddr, 16);
+		off = v4 ? offsetof(struct iphdr, daddr) :
+			   offsetof(struct ipv6hdr, daddr);
+	}
+	p->csum_off = 0;
+	if (nat_tc_addr(skb, p, from, to, 0))
+		return REASON_DROP_MALFORMED;
+	if (bpf_skb_store_bytes(skb, p->l3_off + off, to, v4 ? 4 : 16, 0))
+		return REASON_DROP_MALFORMED;
+	return XVS_CONTINUE;
+}
+
 /* ttl_dec_tc: as ttl_dec_xdp through the skb helpers; returns 0 or an
  * error. */
 static __always_inline int ttl_dec_tc(struct __sk_buff *skb, struct pkt *p)
@@ -194,8 +241,8 @@ static __always_inline int ttl_dec_tc(struct __sk_buff *skb, struct pkt *p)
 
 	if (p->key.family == FAMILY_INET6)
 		return bpf_skb_store_bytes(skb, p->l3_off + 7, &ttl, 1, 0);
-	old = p->ttl | (__u16)p->key.proto << 8; /* raw ttl, protocol word */
-	new = ttl | (__u16)p->key.proto << 8;
+	old = p->ttl | (__u16)p->ipproto << 8; /* raw ttl, protocol word */
+	new = ttl | (__u16)p->ipproto << 8;
 	if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check),
 				old, new, 2))
 		return -1;

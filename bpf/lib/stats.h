@@ -34,6 +34,9 @@ static __always_inline int reason_drops(int r)
 	case REASON_DROP_PUNT_MISS:
 	case REASON_DROP_NO_DEST:
 	case REASON_DROP_REDIRECT:
+	case REASON_DROP_ICMP_CSUM:
+	case REASON_DROP_TX_FAILED:
+	case REASON_DROP_PUNT_BUDGET:
 		return 1;
 	}
 	return 0;
