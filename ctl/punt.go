@@ -54,6 +54,12 @@ type PuntStats struct {
 func (t *Table) RunPunt(ctx context.Context, dev puntDevice, st *PuntStats, icmp unreachable) error {
 	g, ctx := errgroup.WithContext(ctx)
 	lim := &limiter{perSecond: icmpPerSecond}
+	// Reads block in the netpoller; a deadline in the past wakes them
+	// when ctx ends, so the daemon stops promptly.
+	if d, ok := dev.(interface{ SetReadDeadline(time.Time) error }); ok {
+		stop := context.AfterFunc(ctx, func() { d.SetReadDeadline(time.Now()) })
+		defer stop()
+	}
 	for q := range dev.Queues() {
 		g.Go(func() error {
 			buf := make([]byte, 65536)

@@ -223,3 +223,40 @@ func TestSYNOnClosedConnIsRescheduled(t *testing.T) {
 		t.Errorf("reused %d, want 2", st.Reused.Load())
 	}
 }
+
+// blockingTap's reads block until a read deadline is set, like the tap's
+// queues in the netpoller.
+type blockingTap struct {
+	fakeTap
+	woken chan struct{}
+	once  sync.Once
+}
+
+func (b *blockingTap) Queues() int { return 2 }
+
+func (b *blockingTap) Read(q int, buf []byte) (int, error) {
+	<-b.woken
+	return 0, os.ErrDeadlineExceeded
+}
+
+func (b *blockingTap) SetReadDeadline(time.Time) error {
+	b.once.Do(func() { close(b.woken) })
+	return nil
+}
+
+func TestRunPuntStopsWithItsContext(t *testing.T) {
+	tb := NewTable(ctltest.New(), TableOptions{})
+	tap := &blockingTap{woken: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tb.RunPunt(ctx, tap, &PuntStats{}, nil) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("RunPunt = %v, want nil after cancel", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("RunPunt still blocked in Read 10 s after its context ended")
+	}
+}

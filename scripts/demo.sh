@@ -68,12 +68,16 @@ cleanup() {
 		echo "+ kill $XVSD_PID (xvsd)"
 		kill -TERM "$XVSD_PID"
 		for _ in $(seq 50); do kill -0 "$XVSD_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -0 "$XVSD_PID" 2>/dev/null && kill -KILL "$XVSD_PID"
+		if kill -0 "$XVSD_PID" 2>/dev/null; then
+			echo "xvsd still running 5s after SIGTERM; sending SIGKILL" >&2
+			kill -KILL "$XVSD_PID"
+		fi
 		wait "$XVSD_PID" 2>/dev/null
 	fi
 	if [[ -n $BPFFS_MOUNTED && -x $BIN/xvsd ]]; then
-		printf '+ xvsd down --bpffs %s --tap %s\n' "$TMP/bpffs" "$TAP"
-		ip netns exec "$DIR" "$BIN/xvsd" down --bpffs "$TMP/bpffs" --tap "$TAP" || echo "xvsd down failed" >&2
+		printf '+ xvsd down --bpffs %s --tap %s --state %s\n' "$TMP/bpffs" "$TAP" "$TMP/state.json"
+		ip netns exec "$DIR" "$BIN/xvsd" down --bpffs "$TMP/bpffs" --tap "$TAP" --state "$TMP/state.json" ||
+			echo "xvsd down failed" >&2
 	fi
 	for pid in "${SERVER_PIDS[@]}"; do
 		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
@@ -185,10 +189,12 @@ mkdir "$TMP/bpffs"
 # ip netns exec remounts /sys, so xvsd pins on a bpffs of its own.
 mount -t bpf bpf "$TMP/bpffs"
 BPFFS_MOUNTED=1
-printf '+ ip netns exec %s xvsd --iface ext0 --iface int0 --mode %s --socket %s --bpffs %s --tap %s &\n' \
-	"$DIR" "$MODE" "$XVS_SOCKET" "$TMP/bpffs" "$TAP"
+# Socket, pins, punt device and saved table are all private to this demo,
+# so that it never touches an xvsd already running on the machine.
+printf '+ ip netns exec %s xvsd --iface ext0 --iface int0 --mode %s --socket %s --bpffs %s --tap %s --state %s &\n' \
+	"$DIR" "$MODE" "$XVS_SOCKET" "$TMP/bpffs" "$TAP" "$TMP/state.json"
 ip netns exec "$DIR" "$BIN/xvsd" --iface ext0 --iface int0 --mode "$MODE" --socket "$XVS_SOCKET" \
-	--bpffs "$TMP/bpffs" --tap "$TAP" >"$TMP/xvsd.log" 2>&1 &
+	--bpffs "$TMP/bpffs" --tap "$TAP" --state "$TMP/state.json" >"$TMP/xvsd.log" 2>&1 &
 XVSD_PID=$!
 ready=
 for _ in $(seq 150); do

@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,6 +82,23 @@ func getNodes(ctx context.Context, t *testing.T, c *http.Client, url string, n i
 		got = append(got, nodeOf(b))
 	}
 	return got
+}
+
+// udpSockets opens n UDP sockets in ns at once, so that each has its own
+// source port (a socket opened after another closed may get its port), and
+// closes them when the test ends.
+func udpSockets(t *testing.T, ns *testutil.NetNS, n int) []*net.UDPConn {
+	t.Helper()
+	var socks []*net.UDPConn
+	for range n {
+		pc, err := testutil.OpenUDP(ns, netip.Addr{}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		socks = append(socks, pc)
+	}
+	return socks
 }
 
 func nodes(idx ...int) []string {
@@ -282,9 +301,12 @@ func TestUDP(t *testing.T) {
 		d.must("-a", "-u", svc, "-r", rs2+":53", "-m")
 
 		to := netip.MustParseAddrPort(svc)
+		socks := udpSockets(t, tp.Client, 4) // open together: distinct source ports
 		var got []string
-		for i := range 4 {
-			reply, from, err := testutil.UDPExchange(ctx, tp.Client, netip.Addr{}, to, []byte(fmt.Sprintf("datagram %d", i)))
+		var ports []string
+		for i, pc := range socks {
+			ports = append(ports, pc.LocalAddr().String())
+			reply, from, err := testutil.ExchangeUDP(ctx, pc, to, []byte(fmt.Sprintf("datagram %d", i)))
 			if err != nil {
 				t.Fatalf("datagram %d: %v (answers so far %v)", i+1, err, got)
 			}
@@ -294,7 +316,7 @@ func TestUDP(t *testing.T) {
 			got = append(got, string(reply))
 		}
 		if want := nodes(0, 1, 0, 1); !slices.Equal(got, want) {
-			t.Errorf("answers %v, want %v", got, want)
+			t.Errorf("answers %v from sources %v, want %v", got, ports, want)
 		}
 	})
 }
@@ -431,8 +453,8 @@ func TestSetTimeouts(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		for range 2 {
-			if _, _, err := testutil.UDPExchange(ctx, tp.Client, netip.Addr{}, netip.MustParseAddrPort(udpSvc), []byte("x")); err != nil {
+		for _, pc := range udpSockets(t, tp.Client, 2) {
+			if _, _, err := testutil.ExchangeUDP(ctx, pc, netip.MustParseAddrPort(udpSvc), []byte("x")); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -521,10 +543,13 @@ func TestRestart(t *testing.T) {
 		}()
 		waitFor := func(what string, cond func() bool) {
 			t.Helper()
+			deadline := time.After(20 * time.Second)
 			for !cond() {
 				select {
 				case <-ctx.Done():
 					t.Fatalf("waiting for %s: %v (written %d)", what, ctx.Err(), written.Load())
+				case <-deadline:
+					t.Fatalf("waiting for %s: stalled for 20s at %d bytes written", what, written.Load())
 				case <-time.After(10 * time.Millisecond):
 				}
 			}
@@ -651,6 +676,8 @@ func TestSaveRestore(t *testing.T) {
 			t.Errorf("listing after restore:\n%s\nwant:\n%s", got, before)
 		}
 		waitOK(5, "traffic after restore")
+		// Quiet from here on: the next service's rr order is asserted.
+		stopTraffic()
 
 		// The seed's ipvsadm-save output, names resolved by a hosts file
 		// that `ip netns exec` puts over /etc/hosts in the director namespace.
@@ -673,7 +700,6 @@ func TestSaveRestore(t *testing.T) {
 		if got := d.must("-S", "-n"); got != want {
 			t.Errorf("-S -n after restoring the named file:\n%s\nwant:\n%s", got, want)
 		}
-		stopTraffic()
 		if got, want := getNodes(ctx, t, testutil.NewHTTPClient(tp.Client, netip.Addr{}), "http://"+vip+"/", 4), nodes(0, 1, 0, 1); !slices.Equal(got, want) {
 			t.Errorf("answers after restoring the named file: %v, want %v", got, want)
 		}
@@ -778,13 +804,29 @@ func TestManyConnections(t *testing.T) {
 		var next, ok atomic.Int64
 		var mu sync.Mutex
 		var errs []string
+		ports := map[int]int{} // client source port -> connections that used it
 		var failed atomic.Int64
 		var wg sync.WaitGroup
 		for range workers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c := testutil.NewHTTPClient(tp.Client, netip.Addr{})
+				// A new connection per request, recording its source port:
+				// the kernel reuses a port as soon as the previous
+				// connection on it is closed, which a director must treat
+				// as a new connection (reference/ipvs.md §5.8).
+				c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+					DisableKeepAlives: true,
+					DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+						conn, err := testutil.Dial(ctx, tp.Client, netip.Addr{}, netip.MustParseAddrPort(addr))
+						if err == nil {
+							mu.Lock()
+							ports[conn.LocalAddr().(*net.TCPAddr).Port]++
+							mu.Unlock()
+						}
+						return conn, err
+					},
+				}}
 				for next.Add(1) <= total && ctx.Err() == nil {
 					if _, err := testutil.Get(ctx, c, "http://"+vip+"/"); err != nil {
 						failed.Add(1)
@@ -803,6 +845,11 @@ func TestManyConnections(t *testing.T) {
 		if ctx.Err() != nil {
 			t.Fatalf("load loop hit its time cap: %d ok, %d failed of %d", ok.Load(), failed.Load(), total)
 		}
+		reused := 0
+		for _, n := range ports {
+			reused += n - 1
+		}
+		t.Logf("%d connections from %d distinct source ports (%d reused the 4-tuple of a closed connection)", total, len(ports), reused)
 		if ok.Load() != total || failed.Load() != 0 {
 			t.Fatalf("%d ok, %d failed of %d; first errors:\n%s", ok.Load(), failed.Load(), total, strings.Join(errs, "\n"))
 		}
@@ -830,7 +877,8 @@ func TestManyConnections(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		if got := statsConns(rows, "TCP "+vipHTTP); got != total {
-			t.Errorf("--stats: service Conns %d, want %d\n%s", got, total, out)
+			t.Errorf("--stats: service Conns %d, want %d (the client used %d distinct source ports; "+
+				"%d connections reused the 4-tuple of an earlier, closed one)\n%s", got, total, len(ports), reused, out)
 		}
 		if sum := statsConns(rows, "-> "+rs1+":80") + statsConns(rows, "-> "+rs2+":80"); sum != total {
 			t.Errorf("--stats: real servers' Conns sum to %d, want %d\n%s", sum, total, out)
@@ -845,4 +893,52 @@ func statsConns(rows []statsRow, name string) uint64 {
 		}
 	}
 	return 0
+}
+
+// The daemon's life cycle, which every case relies on: xvsd exits promptly
+// on SIGTERM and SIGINT, and `xvsd down` leaves the interfaces as they were.
+func TestDaemonStopsOnSignal(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		sig  syscall.Signal
+	}{{"SIGTERM", syscall.SIGTERM}, {"SIGINT", syscall.SIGINT}} {
+		sig := tt.sig
+		t.Run(tt.name, func(t *testing.T) {
+			needBinaries(t)
+			ctx := bounded(t, 60*time.Second)
+			tp := testutil.NewTopo(t, testutil.TopoConfig{Mode: testutil.ModeXDP})
+			startWeb(t, tp, ":80")
+			d := startDaemon(t, tp, testutil.ModeXDP)
+			seedConfig(d)
+			getNodes(ctx, t, testutil.NewHTTPClient(tp.Client, netip.Addr{}), "http://"+vip+"/", 2)
+			if !d.signal(sig, 5*time.Second) {
+				t.Fatalf("xvsd still running 5s after %s", tt.name)
+			}
+			t.Logf("xvsd exited after %s: %v", tt.name, d.err)
+
+			out, err := tp.Director.Exec(ctx, bins.xvsd, append([]string{"down", "--bpffs", d.bpffs, "--tap", d.tap}, d.stateArgs()...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("xvsd down: %v: %s", err, out)
+			}
+			for _, ifname := range []string{testutil.DirectorExtIf, testutil.DirectorIntIf} {
+				link, err := tp.Director.Run("ip", "-d", "link", "show", ifname)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(link, "prog/xdp") || strings.Contains(link, " xdp") {
+					t.Errorf("after xvsd down, %s still has an XDP program:\n%s", ifname, link)
+				}
+				filters, err := tp.Director.Run("tc", "filter", "show", "dev", ifname, "ingress")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.TrimSpace(filters) != "" {
+					t.Errorf("after xvsd down, %s still has tc filters:\n%s", ifname, filters)
+				}
+			}
+			if _, err := tp.Director.Run("ip", "link", "show", d.tap); err == nil {
+				t.Errorf("after xvsd down the punt device %s still exists", d.tap)
+			}
+		})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,6 +103,8 @@ func (d *daemon) args() []string {
 	return append([]string{
 		"--iface", testutil.DirectorExtIf, "--iface", testutil.DirectorIntIf,
 		"--mode", string(d.mode), "--socket", d.sock, "--bpffs", d.bpffs, "--tap", d.tap,
+		// Inside the director namespace only; read by diag.
+		"--metrics", metricsAddr,
 	}, d.stateArgs()...)
 }
 
@@ -150,7 +153,7 @@ func (d *daemon) waitReady() {
 	var last string
 	for time.Now().Before(deadline) {
 		if !d.alive() {
-			d.t.Fatalf("xvsd exited during start-up: %v\n%s", d.err, d.logText())
+			d.t.Fatalf("xvsd exited during start-up: %v\n%s", d.err, tail(d.logText(), 8))
 		}
 		out, errOut, code := d.adm("", "-L", "-n")
 		if code == 0 {
@@ -159,21 +162,31 @@ func (d *daemon) waitReady() {
 		last = fmt.Sprintf("exit %d: %s%s", code, out, errOut)
 		time.Sleep(50 * time.Millisecond)
 	}
-	d.t.Fatalf("xvsd not ready after 15s; last xvsadm -L -n: %s\n%s", last, d.logText())
+	d.t.Fatalf("xvsd not ready after 15s; last xvsadm -L -n: %s\n%s", last, tail(d.logText(), 8))
 }
 
 // stop sends SIGTERM and, if xvsd does not exit within 5 s, SIGKILL.
+// Exiting on a signal is asserted by TestDaemonStopsOnSignal; here a slow
+// exit is only logged, so that every case reports on its own subject.
 func (d *daemon) stop() {
 	if d.cmd == nil || !d.alive() {
 		return
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(5 * time.Second):
-		d.t.Errorf("xvsd (pid %d) still running 5s after SIGTERM; killing it", d.cmd.Process.Pid)
+	if !d.signal(syscall.SIGTERM, 5*time.Second) {
+		d.t.Logf("xvsd (pid %d) still running 5s after SIGTERM; killing it", d.cmd.Process.Pid)
 		_ = d.cmd.Process.Kill()
 		<-d.done
+	}
+}
+
+// signal sends sig and reports whether xvsd exited within wait.
+func (d *daemon) signal(sig syscall.Signal, wait time.Duration) bool {
+	_ = d.cmd.Process.Signal(sig)
+	select {
+	case <-d.done:
+		return true
+	case <-time.After(wait):
+		return false
 	}
 }
 
@@ -267,11 +280,36 @@ func (d *daemon) diag() string {
 		out, errOut, code := d.adm("", args...)
 		fmt.Fprintf(&b, "$ xvsadm %s (exit %d)\n%s%s", strings.Join(args, " "), code, tail(out, 60), errOut)
 	}
+	b.WriteString(d.datapathCounters())
 	for _, ifname := range []string{testutil.DirectorExtIf, testutil.DirectorIntIf, d.tap} {
 		out, _ := d.tp.Director.Run("tc", "-s", "filter", "show", "dev", ifname, "ingress")
 		fmt.Fprintf(&b, "$ tc -s filter show dev %s ingress\n%s", ifname, out)
 	}
 	b.WriteString(d.logText())
+	return b.String()
+}
+
+const metricsAddr = "127.0.0.1:9472"
+
+// datapathCounters returns the non-zero xvs_datapath_events_total counters
+// (passes, drops and punts by reason) from the daemon's metrics endpoint.
+func (d *daemon) datapathCounters() string {
+	if d.cmd == nil || !d.alive() {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	body, err := testutil.Get(ctx, testutil.NewHTTPClient(d.tp.Director, netip.Addr{}), "http://"+metricsAddr+"/metrics")
+	if err != nil {
+		return fmt.Sprintf("(metrics: %v)\n", err)
+	}
+	var b strings.Builder
+	b.WriteString("$ curl http://" + metricsAddr + "/metrics | grep xvs_datapath_events_total (non-zero)\n")
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, "xvs_datapath_events_total{") && !strings.HasSuffix(line, " 0") {
+			b.WriteString(line + "\n")
+		}
+	}
 	return b.String()
 }
 

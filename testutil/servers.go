@@ -40,7 +40,6 @@ func StartHTTP(t testing.TB, ns *NetNS, addr, body string) *HTTPServer {
 			_, _ = io.WriteString(w, body)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
 	}
 	done := make(chan struct{})
 	go func() {
@@ -261,16 +260,15 @@ func DialHTTP(ctx context.Context, ns *NetNS, local netip.Addr, remote netip.Add
 	if err != nil {
 		return nil, err
 	}
-	used := false
+	var used atomic.Bool
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: 1,
 		DialContext: func(context.Context, string, string) (net.Conn, error) {
 			// Only this connection, ever: a second dial would mean the
 			// transport dropped it, which the caller must see as an error.
-			if used {
+			if used.Swap(true) {
 				return nil, errors.New("kept-alive connection was closed")
 			}
-			used = true
 			return c, nil
 		},
 	}
@@ -283,10 +281,23 @@ func (h *HTTPConn) Get(ctx context.Context) (string, error) {
 	return Get(ctx, h.client, h.url)
 }
 
-// UDPExchange sends payload from a fresh socket in ns (a new source port
-// each time) and returns the first reply and the address it came from. The
-// socket is not connected, so a reply from an unexpected source is seen.
+// UDPExchange sends payload from a fresh socket in ns and returns the first
+// reply and the address it came from. The kernel may give a fresh socket
+// the source port of one just closed; callers that need distinct ports
+// keep their sockets open (OpenUDP, ExchangeUDP).
 func UDPExchange(ctx context.Context, ns *NetNS, local netip.Addr, remote netip.AddrPort, payload []byte) ([]byte, netip.AddrPort, error) {
+	pc, err := OpenUDP(ns, local, remote.Addr().Is6())
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	defer pc.Close()
+	return ExchangeUDP(ctx, pc, remote, payload)
+}
+
+// OpenUDP opens an unconnected UDP socket in ns on an ephemeral port (of
+// local, if valid). Being unconnected, it also sees replies from an
+// unexpected source.
+func OpenUDP(ns *NetNS, local netip.Addr, v6 bool) (*net.UDPConn, error) {
 	var pc *net.UDPConn
 	err := ns.Do(func() error {
 		la := &net.UDPAddr{}
@@ -294,7 +305,7 @@ func UDPExchange(ctx context.Context, ns *NetNS, local netip.Addr, remote netip.
 			la.IP = local.AsSlice()
 		}
 		network := "udp4"
-		if remote.Addr().Is6() {
+		if v6 {
 			network = "udp6"
 		}
 		var err error
@@ -302,9 +313,14 @@ func UDPExchange(ctx context.Context, ns *NetNS, local netip.Addr, remote netip.
 		return err
 	})
 	if err != nil {
-		return nil, netip.AddrPort{}, fmt.Errorf("udp socket in %s: %w", ns.Name, err)
+		return nil, fmt.Errorf("udp socket in %s: %w", ns.Name, err)
 	}
-	defer pc.Close()
+	return pc, nil
+}
+
+// ExchangeUDP sends payload on pc to remote and returns the first reply and
+// its source address.
+func ExchangeUDP(ctx context.Context, pc *net.UDPConn, remote netip.AddrPort, payload []byte) ([]byte, netip.AddrPort, error) {
 	deadline := time.Now().Add(3 * time.Second)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -316,7 +332,7 @@ func UDPExchange(ctx context.Context, ns *NetNS, local netip.Addr, remote netip.
 	buf := make([]byte, 65536)
 	n, from, err := pc.ReadFromUDPAddrPort(buf)
 	if err != nil {
-		return nil, netip.AddrPort{}, fmt.Errorf("udp reply from %s: %w", remote, err)
+		return nil, netip.AddrPort{}, fmt.Errorf("udp reply from %s to %s: %w", remote, pc.LocalAddr(), err)
 	}
 	return buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), nil
 }

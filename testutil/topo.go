@@ -340,7 +340,7 @@ func (tp *Topo) AddDiag(f func() string) {
 // so callers that tear down state early may call it first.
 func (tp *Topo) Dump() {
 	tp.mu.Lock()
-	if tp.dumped {
+	if tp.dumped || tp.t == nil { // a Topo not made by NewTopo has no test to log to
 		tp.mu.Unlock()
 		return
 	}

@@ -3,6 +3,7 @@ package testutil
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -84,8 +85,17 @@ func TestTopoNftablesStandIn(t *testing.T) {
 
 			vip := netip.MustParseAddrPort("202.103.106.5:53")
 			seen := map[string]int{}
-			for i := range 4 {
-				reply, from, err := UDPExchange(ctx, tp.Client, netip.Addr{}, vip, []byte("hello"))
+			var socks []*net.UDPConn // open together: distinct source ports
+			for range 4 {
+				pc, err := OpenUDP(tp.Client, netip.Addr{}, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer pc.Close()
+				socks = append(socks, pc)
+			}
+			for i, pc := range socks {
+				reply, from, err := ExchangeUDP(ctx, pc, vip, []byte("hello"))
 				if err != nil {
 					t.Fatalf("udp %d: %v", i, err)
 				}
