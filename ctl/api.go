@@ -29,16 +29,21 @@ const (
 	OpConns    = "conns"    // Conns
 	OpTimeouts = "timeouts" // Timeouts
 	OpDatapath = "datapath" // Counters
+
+	OpStartDaemon = "start-daemon" // Daemon: start a sync daemon (--start-daemon)
+	OpStopDaemon  = "stop-daemon"  // Daemon.State: stop it (--stop-daemon)
+	OpDaemons     = "daemons"      // Daemons: the running sync daemons (-L --daemon)
 )
 
 // Request is one call on the control socket: one JSON object per
 // connection, answered by one Response.
 type Request struct {
-	Version int               `json:"version"`
-	Op      string            `json:"op"`
-	Cmds    []ipvsadm.Command `json:"cmds,omitempty"`
-	Lines   []int             `json:"lines,omitempty"`
-	Service *ipvsadm.Service  `json:"service,omitempty"`
+	Version int                    `json:"version"`
+	Op      string                 `json:"op"`
+	Cmds    []ipvsadm.Command      `json:"cmds,omitempty"`
+	Lines   []int                  `json:"lines,omitempty"`
+	Service *ipvsadm.Service       `json:"service,omitempty"`
+	Daemon  *ipvsadm.DaemonOptions `json:"daemon,omitempty"`
 }
 
 // Response answers a Request.
@@ -49,6 +54,7 @@ type Response struct {
 	Conns    []ipvsadm.ConnEntry    `json:"conns,omitempty"`
 	Timeouts *ipvsadm.Timeouts      `json:"timeouts,omitempty"`
 	Counters []Counter              `json:"counters,omitempty"`
+	Daemons  []DaemonStatus         `json:"daemons,omitempty"`
 }
 
 // Counter is one datapath or daemon counter (by reason).
@@ -93,6 +99,7 @@ type Server struct {
 	Table    *Table
 	Info     ipvsadm.Info
 	Counters func() ([]Counter, error) // datapath and punt counters; nil = none
+	Sync     *Sync                     // connection sync daemons; nil = not available
 	Logger   *slog.Logger
 }
 
@@ -178,6 +185,12 @@ func (s *Server) Handle(ctx context.Context, req *Request) *Response {
 		if s.Counters != nil {
 			resp.Counters, err = s.Counters()
 		}
+	case OpStartDaemon, OpStopDaemon:
+		err = s.daemon(req)
+	case OpDaemons:
+		if s.Sync != nil {
+			resp.Daemons = s.Sync.Daemons()
+		}
 	default:
 		return &Response{Error: &WireError{Code: "bad_request", Msg: "unknown operation " + req.Op}}
 	}
@@ -185,6 +198,29 @@ func (s *Server) Handle(ctx context.Context, req *Request) *Response {
 		return &Response{Error: wireError(err)}
 	}
 	return resp
+}
+
+// daemon starts or stops a sync daemon.
+func (s *Server) daemon(req *Request) error {
+	if s.Sync == nil {
+		return fmt.Errorf("sync daemons: %w", ErrNotSupported)
+	}
+	if req.Daemon == nil {
+		return fmt.Errorf("%s without daemon options: %w", req.Op, ErrInvalid)
+	}
+	role, o, err := DaemonOptions(*req.Daemon)
+	if err != nil {
+		return err
+	}
+	if req.Op == OpStopDaemon {
+		err = s.Sync.Stop(role)
+	} else {
+		err = s.Sync.Start(role, o)
+	}
+	if err == nil && s.Logger != nil {
+		s.Logger.Info("sync daemon "+req.Op, slog.String("state", role.String()))
+	}
+	return err
 }
 
 // ErrUnreachable means no xvsd answers on the socket.

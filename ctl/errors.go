@@ -15,6 +15,9 @@ var (
 	ErrInvalid           = errors.New("invalid operation")
 	ErrNotSupported      = errors.New("not supported")
 	ErrFull              = errors.New("table full")
+	ErrDaemonRunning     = errors.New("sync daemon already running")
+	ErrNoDaemon          = errors.New("no sync daemon running")
+	ErrNoDevice          = errors.New("no such device")
 )
 
 // errCodes maps each sentinel to its wire code and ipvsadm's text
@@ -34,6 +37,9 @@ var errCodes = []struct {
 	{ErrInvalid, "invalid", "Invalid operation.  Possibly wrong module version, address not unicast, ..."},
 	{ErrNotSupported, "not_supported", "Operation not supported"},
 	{ErrFull, "full", "Memory allocation problem"},
+	{ErrDaemonRunning, "daemon_running", "Daemon has already run"},
+	{ErrNoDaemon, "no_daemon", "No daemon is running"},
+	{ErrNoDevice, "no_device", "No such device"},
 }
 
 // Code returns the stable wire code of err's sentinel, or "internal".
@@ -47,7 +53,13 @@ func Code(err error) string {
 }
 
 // Message returns ipvsadm's text for err's sentinel, or err's own text.
+// An unknown sync interface also names the interface, which ipvsadm
+// leaves to the kernel log.
 func Message(err error) string {
+	var de *DeviceError
+	if errors.As(err, &de) {
+		return "No such device: " + de.Error()
+	}
 	for _, c := range errCodes {
 		if errors.Is(err, c.err) {
 			return c.msg

@@ -756,12 +756,6 @@ func (p *parser) command() *Command {
 // one-line message saying so (reference 0.3).
 func (p *parser) unsupported() (feature, msg string) {
 	switch {
-	case p.kind == CmdStartDaemon:
-		return "--start-daemon", "connection synchronisation (--start-daemon) is not supported by xvs"
-	case p.kind == CmdStopDaemon:
-		return "--stop-daemon", "connection synchronisation (--stop-daemon) is not supported by xvs"
-	case p.kind == CmdList && p.list.Daemon:
-		return "--daemon", "sync daemons (--daemon) are not supported by xvs"
 	case p.fwmark != 0:
 		return "-f", "firewall-mark services (-f) are not supported by xvs"
 	case p.proto == ProtoSCTP && p.has(optService):

@@ -219,7 +219,7 @@ func TestParse(t *testing.T) {
 		{name: "bad tunnel type", args: "-a -t 1.2.3.4:80 -r 10.0.0.1 -i --tun-type vxlan", wantErr: e2("illegal tunnel type specified")},
 		{name: "bad tunnel port", args: "-a -t 1.2.3.4:80 -r 10.0.0.1 -i --tun-type gue --tun-port 0", wantErr: e2("illegal tunnel port specified")},
 
-		// fwmark, -6 and the daemon (parsed, then refused: see TestParseUnsupported).
+		// fwmark and -6 (parsed, then refused: see TestParseUnsupported), and the daemon.
 		{name: "-6 before -f", args: "-A -6 -f 1", wantErr: e2("-6 used before -f\n")},
 		{name: "bad fwmark", args: "-A -f 0", wantErr: e2("invalid fwmark value `0' specified")},
 		{name: "fwmark too big", args: "-A -f 4294967296", wantErr: e2("invalid fwmark value `4294967296' specified")},
@@ -232,6 +232,15 @@ func TestParse(t *testing.T) {
 		{name: "bad mcast ttl", args: "--start-daemon master --mcast-ttl 256", wantErr: e2("illegal mcast-ttl specified")},
 		{name: "bad sync maxlen", args: "--start-daemon master --sync-maxlen 65508", wantErr: e2("illegal sync-maxlen specified")},
 		{name: "syncid on list", args: "-L --syncid 1", want: &Command{Kind: CmdList}},
+		{name: "start daemon defaults", args: "--start-daemon master --syncid 5",
+			want: &Command{Kind: CmdStartDaemon, Daemon: &DaemonOptions{State: "master", McastInterface: "eth0", SyncID: 5}}},
+		{name: "start daemon all options", args: "--start-daemon backup --mcast-interface sync0 --syncid 9 --sync-maxlen 1400 --mcast-group 239.1.2.3 --mcast-port 8850 --mcast-ttl 2",
+			want: &Command{Kind: CmdStartDaemon, Daemon: &DaemonOptions{State: "backup", McastInterface: "sync0", SyncID: 9,
+				McastGroup: netip.MustParseAddr("239.1.2.3"), McastPort: 8850, McastTTL: 2, SyncMaxLen: 1400}}},
+		{name: "start daemon v6 group", args: "--start-daemon master --mcast-group ff02::81",
+			want: &Command{Kind: CmdStartDaemon, Daemon: &DaemonOptions{State: "master", McastInterface: "eth0", McastGroup: netip.MustParseAddr("ff02::81")}}},
+		{name: "stop daemon", args: "--stop-daemon backup", want: &Command{Kind: CmdStopDaemon, Daemon: &DaemonOptions{State: "backup"}}},
+		{name: "list daemon", args: "-L --daemon", want: &Command{Kind: CmdList, List: ListOptions{Daemon: true}}},
 		{name: "ops on tcp", args: "-A -t 1.2.3.4:53 -o", wantErr: e2("One-Packet Scheduling is only for UDP virtual services")},
 		{name: "pe illegal with add-server", args: "-a -t 1.2.3.4:80 -r 10.0.0.1 -m --pe sip", wantErr: e2("Illegal 'pe' option with the 'add-server' command")},
 		{name: "mcast on stop", args: "--stop-daemon master --mcast-interface eth1", wantErr: e2("Illegal 'mcast-interface' option with the 'stop-daemon' command")},
@@ -325,15 +334,6 @@ func TestParseUnsupported(t *testing.T) {
 					t.Error("OnePacket not set")
 				}
 			}},
-		{name: "start daemon", args: "--start-daemon master --syncid 5", feature: "--start-daemon", msg: "--start-daemon",
-			check: func(t *testing.T, c *Command) {
-				want := &DaemonOptions{State: "master", McastInterface: "eth0", SyncID: 5}
-				if !reflect.DeepEqual(c.Daemon, want) {
-					t.Errorf("daemon = %+v, want %+v", c.Daemon, want)
-				}
-			}},
-		{name: "stop daemon", args: "--stop-daemon backup", feature: "--stop-daemon", msg: "--stop-daemon"},
-		{name: "list daemon", args: "-L --daemon", feature: "--daemon", msg: "--daemon"},
 		{name: "list fwmark service", args: "-L -f 1", feature: "-f", msg: "firewall-mark"},
 	}
 	for _, tt := range tests {

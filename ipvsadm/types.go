@@ -196,8 +196,7 @@ type ListOptions struct {
 	OneService bool
 }
 
-// DaemonOptions are the sync daemon options of --start-daemon/--stop-daemon
-// (parsed so that messages are ipvsadm's, then refused by xvs).
+// DaemonOptions are the sync daemon options of --start-daemon/--stop-daemon.
 type DaemonOptions struct {
 	State          string // "master" or "backup"
 	McastInterface string // eth0 when --start-daemon omits it
@@ -224,10 +223,10 @@ type Command struct {
 	List     ListOptions
 
 	PE     string         `json:",omitempty"` // --pe (refused)
-	Daemon *DaemonOptions `json:",omitempty"` // --start-daemon/--stop-daemon (refused)
+	Daemon *DaemonOptions `json:",omitempty"` // --start-daemon/--stop-daemon
 	Tunnel *Tunnel        `json:",omitempty"` // --tun-* (refused with -i)
 	// Unsupported names the ipvsadm feature that was asked for and that xvs
-	// refuses (e.g. "-f", "-g", "--start-daemon"); empty when supported.
+	// refuses (e.g. "-f", "-g", "--pe"); empty when supported.
 	// Parse returns such a command together with an *Error of code 2.
 	Unsupported string `json:",omitempty"`
 	// Line is the input line a restore command came from (0 otherwise),

@@ -64,9 +64,9 @@ Options:
 Note: %[1]s is an LVS-NAT director: only masquerading (-m) is supported, and
 -m must be given with -a. Gatewaying (-g, ipvsadm's default) and tunneling
 (-i, --tun-*), firewall-mark (-f, -6) and SCTP (--sctp-service) services,
---pe, --ops (-o) and the connection sync daemon (--start-daemon,
---stop-daemon, --daemon and its options) are accepted as ipvsadm accepts them
-and then refused with a message.
+--pe and --ops (-o) are accepted as ipvsadm accepts them and then refused
+with a message. The connection sync daemons (--start-daemon, --stop-daemon,
+-L --daemon) speak IPVS's protocol.
 `
 
 // Usage writes ipvsadm-style help naming prog, listing what xvs supports

@@ -26,12 +26,14 @@ import (
 //	               └─────────────── ext0 [director B] int0 ──────────┘
 //	                   .12                 sync0 10.255.0.2  .12
 //
-// 202.103.106.0/24 outside, 172.16.0.0/24 inside. A runs the sync master
-// (started with xvsadm --start-daemon), B the backup (started with xvsd's
-// --sync-backup flag). Failover moves the VIP and the real servers' gateway
-// address 172.16.0.1 from A to B, takes A's links down, kills A's xvsd and
-// flushes the client's and the real servers' neighbour caches (what a
-// gratuitous ARP does).
+// 202.103.106.0/24 outside, 172.16.0.0/24 inside. A runs the sync master,
+// B the backup (started with xvsadm --start-daemon, xvsd's --sync-backup
+// flag, or keepalived's notify script, depending on the case). Failover
+// moves the VIP and the real servers' gateway address 172.16.0.1 from A to
+// B, takes A's links down and kills A's xvsd; the neighbour caches of the
+// client and the real servers are flushed by hand (TestSyncFailover) or
+// moved by keepalived's gratuitous ARPs (TestKeepalivedFailover).
+// TestECMPMaglev builds its own topology (a router in front).
 
 const (
 	haVIP  = "202.103.106.5"
@@ -549,70 +551,6 @@ func udpFrom(ctx context.Context, ns *testutil.NetNS, port int, to netip.AddrPor
 		return "", fmt.Errorf("reply to source port %d from %s, want %s", port, from, to)
 	}
 	return string(buf[:n]), nil
-}
-
-// TestMaglevSameChoiceOnBothDirectors: two directors with identical mh
-// rules (mh-port) send each client tuple to the same real server, so that
-// an ECMP route may spread flows over both. Each director is checked on
-// its own, holding the VIP and the gateway in turn.
-func TestMaglevSameChoiceOnBothDirectors(t *testing.T) {
-	ctx := bounded(t, 90*time.Second)
-	h := newHATopo(t)
-	for i, ns := range h.nodes {
-		testutil.StartUDPEcho(t, ns, ":53", testutil.ServerName(i))
-	}
-	a := startDirector(t, h, h.a, "a")
-	b := startDirector(t, h, h.b, "b")
-	for _, d := range []*daemon{a, b} {
-		d.must("-A", "-u", haVIP+":53", "-s", "mh", "-b", "mh-port")
-		d.must("-a", "-u", haVIP+":53", "-r", rs1+":53", "-m")
-		d.must("-a", "-u", haVIP+":53", "-r", rs2+":53", "-m")
-	}
-	to := netip.MustParseAddrPort(haVIP + ":53")
-	const n = 32
-	choose := func(which string) []string {
-		var got []string
-		for i := range n {
-			r, err := udpFrom(ctx, h.cli, 41000+i, to)
-			if err != nil {
-				t.Fatalf("director %s, datagram %d: %v", which, i, err)
-			}
-			got = append(got, r)
-		}
-		return got
-	}
-	onA := choose("A")
-	for _, step := range []struct {
-		ns   *testutil.NetNS
-		args []string
-	}{
-		{h.a, []string{"addr", "del", haVIP + "/24", "dev", testutil.DirectorExtIf}},
-		{h.a, []string{"addr", "del", haGW + "/24", "dev", testutil.DirectorIntIf}},
-		{h.b, []string{"addr", "add", haVIP + "/24", "dev", testutil.DirectorExtIf}},
-		{h.b, []string{"addr", "add", haGW + "/24", "dev", testutil.DirectorIntIf}},
-		{h.cli, []string{"neigh", "flush", "dev", testutil.HostIf}},
-		{h.nodes[0], []string{"neigh", "flush", "dev", testutil.HostIf}},
-		{h.nodes[1], []string{"neigh", "flush", "dev", testutil.HostIf}},
-	} {
-		if err := step.ns.IP(step.args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	onB := choose("B")
-	spread := map[string]int{}
-	for i := range n {
-		spread[onA[i]]++
-		if onA[i] != onB[i] {
-			t.Errorf("source port %d: A chose %s, B chose %s", 41000+i, onA[i], onB[i])
-		}
-	}
-	if len(spread) != 2 {
-		t.Errorf("choices %v: want both real servers used over %d source ports", spread, n)
-	}
-	// B really did the work: its conns are the 32 flows.
-	if rows := conns(t, b); len(rows) != n {
-		t.Errorf("B lists %d conns, want %d", len(rows), n)
-	}
 }
 
 // TestECMPMaglev: the scale-out recipe of docs/ha.md, end to end. A router

@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"xvs/connsync"
 	"xvs/ctl"
 	"xvs/ipvsadm"
 )
@@ -125,6 +126,8 @@ func (e *env) main(args []string) int {
 		return e.save(cmd)
 	case ipvsadm.CmdRestore:
 		return e.restore()
+	case ipvsadm.CmdStartDaemon, ipvsadm.CmdStopDaemon:
+		return e.daemon(cmd)
 	}
 	return e.apply([]ipvsadm.Command{*cmd}, nil)
 }
@@ -157,9 +160,13 @@ func (e *env) list(cmd *ipvsadm.Command) int {
 	opt := cmd.List
 	switch {
 	case opt.Daemon:
-		// No sync daemon can run yet, and ipvsadm prints nothing then.
-		if _, err := e.client().Do(&ctl.Request{Op: ctl.OpTimeouts}); err != nil {
+		// One line per running sync daemon; nothing when none runs.
+		resp, err := e.client().Do(&ctl.Request{Op: ctl.OpDaemons})
+		if err != nil {
 			return e.fail(err, exitList)
+		}
+		for _, d := range resp.Daemons {
+			fmt.Fprintln(e.stdout, connsync.FormatDaemon(d.State, d.Options))
 		}
 		return exitOK
 	case opt.Timeout:
@@ -215,14 +222,41 @@ func (e *env) restore() int {
 		fmt.Fprintln(e.stderr, err)
 		return exitInvalid
 	}
-	if len(cmds) == 0 {
-		return exitOK
+	// The table's commands are applied as one batch; sync daemon lines
+	// (runtime state, never written by -S) then start or stop in order.
+	var table, daemons []ipvsadm.Command
+	var lines []int
+	for _, c := range cmds {
+		if c.Kind == ipvsadm.CmdStartDaemon || c.Kind == ipvsadm.CmdStopDaemon {
+			daemons = append(daemons, c)
+			continue
+		}
+		table = append(table, c)
+		lines = append(lines, c.Line)
 	}
-	lines := make([]int, len(cmds))
-	for i, c := range cmds {
-		lines[i] = c.Line
+	if len(table) > 0 {
+		if code := e.apply(table, lines); code != exitOK {
+			return code
+		}
 	}
-	return e.apply(cmds, lines)
+	for i := range daemons {
+		if code := e.daemon(&daemons[i]); code != exitOK {
+			return code
+		}
+	}
+	return exitOK
+}
+
+// daemon starts or stops a sync daemon (--start-daemon, --stop-daemon).
+func (e *env) daemon(cmd *ipvsadm.Command) int {
+	op := ctl.OpStartDaemon
+	if cmd.Kind == ipvsadm.CmdStopDaemon {
+		op = ctl.OpStopDaemon
+	}
+	if _, err := e.client().Do(&ctl.Request{Op: op, Daemon: cmd.Daemon}); err != nil {
+		return e.fail(err, exitFailed)
+	}
+	return exitOK
 }
 
 // counters prints the datapath's counters by reason: every packet the

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"xvs/connsync"
 	"xvs/ctl"
 	"xvs/ctl/ctltest"
 	"xvs/ipvsadm"
@@ -23,6 +25,7 @@ func daemon(t *testing.T) (string, *ctltest.Datapath) {
 	t.Helper()
 	dp := ctltest.New()
 	tb := ctl.NewTable(dp, ctl.TableOptions{})
+	sy := ctl.NewSync(tb, ctl.SyncConfig{Sockets: fakeSyncSockets("eth0", "sync0")})
 	path := filepath.Join(t.TempDir(), "xvsd.sock")
 	l, err := ctl.Listen(path)
 	if err != nil {
@@ -30,7 +33,7 @@ func daemon(t *testing.T) (string, *ctltest.Datapath) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	srv := &ctl.Server{Table: tb, Info: ipvsadm.Info{Version: version, ConnTableSize: 1048576},
+	srv := &ctl.Server{Table: tb, Sync: sy, Info: ipvsadm.Info{Version: version, ConnTableSize: 1048576},
 		Counters: func() ([]ctl.Counter, error) {
 			return []ctl.Counter{{Name: "fwd_in", Value: 12}, {Name: "drop_malformed", Value: 3}}, nil
 		}}
@@ -38,8 +41,46 @@ func daemon(t *testing.T) (string, *ctltest.Datapath) {
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		sy.Close()
 	})
 	return path, dp
+}
+
+// fakeSyncSockets stands in for the sync daemons' multicast sockets: the
+// named interfaces exist (with an MTU of 1500), sends go nowhere, and a
+// backup receives nothing. What the daemons do with real sockets is
+// tested in ctl and in the end-to-end suite.
+func fakeSyncSockets(ifaces ...string) ctl.SyncSockets {
+	known := func(o connsync.Options) error {
+		if slices.Contains(ifaces, o.Interface) {
+			return nil
+		}
+		return &ctl.DeviceError{Name: o.Interface}
+	}
+	return ctl.SyncSockets{
+		NewSender: func(o connsync.Options) (ctl.SyncSender, error) {
+			if err := known(o); err != nil {
+				return nil, err
+			}
+			return fakeSyncSocket{o.Resolve(connsync.RoleMaster, 1500)}, nil
+		},
+		NewReceiver: func(o connsync.Options) (ctl.SyncReceiver, error) {
+			if err := known(o); err != nil {
+				return nil, err
+			}
+			return fakeSyncSocket{o.Resolve(connsync.RoleBackup, 1500)}, nil
+		},
+	}
+}
+
+type fakeSyncSocket struct{ o connsync.Options }
+
+func (f fakeSyncSocket) Send([]byte) error         { return nil }
+func (f fakeSyncSocket) Options() connsync.Options { return f.o }
+func (f fakeSyncSocket) Close() error              { return nil }
+func (f fakeSyncSocket) Run(ctx context.Context, _ func([]connsync.Conn)) error {
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // TestCLI runs xvsadm command lines in order against one daemon and
@@ -89,6 +130,27 @@ func TestCLI(t *testing.T) {
 		{name: "conns-empty", args: "-L -n -c"},
 		{name: "help", args: "-h"},
 		{name: "counters", args: "--counters"},
+		// Sync daemons (after everything else, so that the goldens above
+		// stay as they were).
+		{name: "daemon-none", args: "-L --daemon"},
+		{name: "daemon-start-master", args: "--start-daemon master --mcast-interface sync0 --syncid 7"},
+		{name: "daemon-start-master-again", args: "--start-daemon master --mcast-interface sync0"},
+		{name: "daemon-start-backup", args: "--start-daemon backup --mcast-interface sync0 --syncid 7 --sync-maxlen 9000 --mcast-group 239.0.0.81 --mcast-port 8849 --mcast-ttl 2"},
+		{name: "daemon-list-both", args: "-L --daemon"},
+		{name: "daemon-stop-master", args: "--stop-daemon master"},
+		{name: "daemon-stop-master-again", args: "--stop-daemon master"},
+		{name: "daemon-unknown-interface", args: "--start-daemon master --mcast-interface nosuch0"},
+		{name: "daemon-list-backup", args: "-L --daemon"},
+		{name: "daemon-default-interface", args: "--start-daemon master"},
+		{name: "daemon-list-default", args: "-L --daemon"},
+		{name: "daemon-bad-state", args: "--start-daemon primary"},
+		{name: "daemon-bad-stop-state", args: "--stop-daemon primary"},
+		{name: "daemon-conflicts-with-stats", args: "-L --daemon --stats"},
+		{name: "daemon-stop-all", args: "--stop-daemon master"},
+		{name: "daemon-stop-backup", args: "--stop-daemon backup"},
+		{name: "daemon-save-has-no-daemons", args: "-S -n"},
+		{name: "daemon-restore-starts-them", args: "-R", stdin: "-A -t 10.7.7.7:80 -s rr\n--start-daemon master --mcast-interface sync0 --syncid 3\n"},
+		{name: "daemon-after-restore", args: "-L --daemon"},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {

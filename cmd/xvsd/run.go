@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"xvs/bpf"
+	"xvs/connsync"
 	"xvs/ctl"
 	"xvs/ipvsadm"
 	"xvs/loader"
@@ -58,6 +60,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "tap", Value: defaultTap, Usage: "`NAME` of the punt device for first packets"},
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "first-packet workers (punt device queues)"},
 			&cli.BoolFlag{Name: "debug", Usage: "log at debug level"},
+			// Connection sync daemons, as xvsadm --start-daemon starts
+			// them; runtime state, so that a unit file can start them.
+			&cli.StringFlag{Name: "sync-master", Usage: "run the connection sync master, sending on `IFACE` (xvsadm --start-daemon master)"},
+			&cli.StringFlag{Name: "sync-backup", Usage: "run the connection sync backup, receiving on `IFACE` (xvsadm --start-daemon backup)"},
+			&cli.UintFlag{Name: "syncid", Usage: "sync daemons' syncid `N` (0-255; a backup with 0 accepts every syncid)"},
+			&cli.StringFlag{Name: "sync-group", Usage: "sync multicast group `ADDR`", DefaultText: "224.0.0.81"},
+			&cli.UintFlag{Name: "sync-port", Usage: "sync UDP `PORT`", DefaultText: "8848"},
+			&cli.UintFlag{Name: "sync-ttl", Usage: "sync multicast `TTL`", DefaultText: "1"},
+			&cli.UintFlag{Name: "sync-maxlen", Usage: "largest sync message, `BYTES` without IP/UDP headers", DefaultText: "from the MTU"},
 		},
 		Action: daemon,
 		Commands: []*cli.Command{{
@@ -101,6 +112,10 @@ func daemon(c *cli.Context) error {
 	if c.Args().Len() > 0 {
 		return fmt.Errorf("unexpected argument %q", c.Args().First())
 	}
+	syncOpts, err := syncOptions(c)
+	if err != nil {
+		return err
+	}
 	// Parse the rules before touching anything, so that a bad file leaves
 	// the machine as it was.
 	var rules []ipvsadm.Command
@@ -115,6 +130,7 @@ func daemon(c *cli.Context) error {
 			return fmt.Errorf("rules %s: %w", path, err)
 		}
 	}
+	rules, ruleDaemons := splitDaemons(rules)
 
 	dp, err := loader.Load(loader.Options{
 		Dir:       c.String("bpffs"),
@@ -157,8 +173,41 @@ func daemon(c *cli.Context) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	syncs := ctl.NewSync(table, ctl.SyncConfig{OnError: func(role connsync.Role, err error) {
+		log.Error("sync daemon stopped", slog.String("state", role.String()), slog.Any("err", err))
+	}})
+	defer syncs.Close()
+	for _, d := range []struct {
+		role  connsync.Role
+		iface string
+	}{{connsync.RoleMaster, c.String("sync-master")}, {connsync.RoleBackup, c.String("sync-backup")}} {
+		if d.iface == "" {
+			continue
+		}
+		o := syncOpts
+		o.Interface = d.iface
+		if err := syncs.Start(d.role, o); err != nil {
+			return fmt.Errorf("sync %s: %s", d.role, ctl.Message(err))
+		}
+		log.Info("sync daemon started", slog.String("state", d.role.String()), slog.String("iface", d.iface))
+	}
+	for _, cmd := range ruleDaemons {
+		role, o, err := ctl.DaemonOptions(*cmd.Daemon)
+		if err == nil && cmd.Kind == ipvsadm.CmdStopDaemon {
+			err = syncs.Stop(role)
+		} else if err == nil {
+			err = syncs.Start(role, o)
+		}
+		if err != nil {
+			return fmt.Errorf("rules line %d: %s", cmd.Line, ctl.Message(err))
+		}
+	}
+
 	var punts ctl.PuntStats
-	counters := func() ([]ctl.Counter, error) { return datapathCounters(m, &punts) }
+	counters := func() ([]ctl.Counter, error) {
+		cs, err := datapathCounters(m, &punts)
+		return append(cs, syncs.Counters()...), err
+	}
 	l, err := ctl.Listen(c.String("socket"))
 	if err != nil {
 		return err
@@ -167,6 +216,7 @@ func daemon(c *cli.Context) error {
 		Table:    table,
 		Info:     ipvsadm.Info{Version: version, ConnTableSize: int(c.Uint("conn-max"))},
 		Counters: counters,
+		Sync:     syncs,
 		Logger:   log,
 	}
 
@@ -187,6 +237,11 @@ func daemon(c *cli.Context) error {
 		return nil
 	})
 	g.Go(func() error { return beat(ctx, m) })
+	g.Go(func() error {
+		<-ctx.Done()
+		syncs.Close()
+		return nil
+	})
 	if addr := c.String("metrics"); addr != "" {
 		g.Go(func() error { return serveMetrics(ctx, addr, table, counters) })
 	}
@@ -195,6 +250,54 @@ func daemon(c *cli.Context) error {
 	err = g.Wait()
 	log.Info("xvsd stopped; the datapath stays attached (xvsd down removes it)")
 	return err
+}
+
+// splitDaemons takes the sync daemon lines (--start-daemon, --stop-daemon)
+// out of a rules file: they are runtime state, not the table's, and run
+// after the table is loaded, as with xvsadm -R.
+func splitDaemons(cmds []ipvsadm.Command) (table, daemons []ipvsadm.Command) {
+	for _, c := range cmds {
+		if c.Kind == ipvsadm.CmdStartDaemon || c.Kind == ipvsadm.CmdStopDaemon {
+			daemons = append(daemons, c)
+		} else {
+			table = append(table, c)
+		}
+	}
+	return table, daemons
+}
+
+// syncOptions are the sync daemons' options from the flags (the interface
+// is per daemon).
+func syncOptions(c *cli.Context) (connsync.Options, error) {
+	id, port, ttl, maxlen := c.Uint("syncid"), c.Uint("sync-port"), c.Uint("sync-ttl"), c.Uint("sync-maxlen")
+	switch {
+	case id > 255:
+		return connsync.Options{}, fmt.Errorf("--syncid %d: want 0-255", id)
+	case port > 65535:
+		return connsync.Options{}, fmt.Errorf("--sync-port %d: want 1-65535", port)
+	case ttl > 255:
+		return connsync.Options{}, fmt.Errorf("--sync-ttl %d: want 1-255", ttl)
+	case maxlen > 65507:
+		return connsync.Options{}, fmt.Errorf("--sync-maxlen %d: want 1-65507", maxlen)
+	}
+	// Checked before anything is loaded, so that a typo leaves the
+	// machine as it was.
+	for _, f := range []string{"sync-master", "sync-backup"} {
+		if name := c.String(f); name != "" {
+			if _, err := net.InterfaceByName(name); err != nil {
+				return connsync.Options{}, fmt.Errorf("--%s %s: no such interface", f, name)
+			}
+		}
+	}
+	o := connsync.Options{SyncID: uint8(id), Port: uint16(port), TTL: uint8(ttl), MaxLen: int(maxlen)}
+	if g := c.String("sync-group"); g != "" {
+		a, err := netip.ParseAddr(g)
+		if err != nil || !a.IsMulticast() {
+			return o, fmt.Errorf("--sync-group %q: want a multicast address", g)
+		}
+		o.Group = a
+	}
+	return o, nil
 }
 
 // setup fills the table: from the state file when the datapath was

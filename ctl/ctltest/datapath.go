@@ -96,7 +96,12 @@ func (f *Datapath) InstallConn(c maps.Conn) error {
 		return maps.ErrConnExists
 	}
 	f.Conns[id] = c
-	f.dest(c.DestID).Inactive++
+	// Counted by its state, as maps.Maps.InstallConn does.
+	if active(c) {
+		f.dest(c.DestID).Active++
+	} else {
+		f.dest(c.DestID).Inactive++
+	}
 	return nil
 }
 
