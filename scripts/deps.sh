@@ -14,6 +14,7 @@ test)
 	want nft nftables
 	want curl curl
 	want python3 python3
+	want keepalived keepalived # tests/sync_test.go runs the documented VRRP setup
 	want gcc gcc # go test -race needs cgo
 	;;
 generate)
