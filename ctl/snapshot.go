@@ -85,6 +85,9 @@ func (t *Table) Adopt(sn *Snapshot) error {
 		}
 		s := &service{cfg: ss.Service, id: ss.ID, pool: pool, zero: ss.Zero}
 		k := keyOf(&s.cfg)
+		if err := t.dp.SetBudget(s.id, false, t.budget.Rate, t.budget.Burst); err != nil {
+			return fmt.Errorf("adopt service %v: %w", ss.Service.Addr, err)
+		}
 		if err := t.dp.PutService(mapKey(k), s.id); err != nil {
 			return fmt.Errorf("adopt service %v: %w", ss.Service.Addr, err)
 		}

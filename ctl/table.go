@@ -26,6 +26,7 @@ type datapath interface {
 	DeleteConnIf(c maps.Conn, lastSeen time.Duration) (bool, error)
 	ServiceStats(id uint32) (maps.Stats, error)
 	DestStats(id uint32) (maps.Stats, error)
+	SetBudget(id uint32, global bool, rate, burst uint64) error
 }
 
 // Sizes of xvs_svcs and xvs_dests (XVS_MAX_SVCS, XVS_MAX_DESTS in
@@ -104,6 +105,7 @@ type Table struct {
 	wall     func() time.Time
 	mono     func() time.Duration
 	onChange func(*Snapshot)
+	budget   Budget
 }
 
 // TableOptions configures a Table. Zero values are the defaults.
@@ -111,6 +113,15 @@ type TableOptions struct {
 	Wall     func() time.Time     // scheduler clock (persistence); default time.Now
 	Mono     func() time.Duration // datapath clock; default maps.Now
 	OnChange func(*Snapshot)      // called with the new state after every change, under the table lock
+	// Budget bounds each service's first packets (SYN floods): the
+	// datapath drops what exceeds it before it reaches the daemon.
+	Budget Budget
+}
+
+// Budget is a first-packet token bucket: Rate per second, bursts of Burst
+// (Rate 0 = unlimited; Burst 0 = one second's worth).
+type Budget struct {
+	Rate, Burst uint64
 }
 
 // NewTable returns an empty table projecting into dp.
@@ -126,6 +137,7 @@ func NewTable(dp datapath, opt TableOptions) *Table {
 		wall:     opt.Wall,
 		mono:     opt.Mono,
 		onChange: opt.OnChange,
+		budget:   opt.Budget,
 	}
 	if t.wall == nil {
 		t.wall = time.Now
@@ -237,6 +249,10 @@ func (t *Table) addService(s ipvsadm.Service) error {
 	// Counters of a reused id start from what the datapath holds now.
 	if st, err := t.dp.ServiceStats(id); err == nil {
 		svc.zero = st
+	}
+	if err := t.dp.SetBudget(id, false, t.budget.Rate, t.budget.Burst); err != nil {
+		t.svcIDs.put(id)
+		return fmt.Errorf("add service %v: %w", s.Addr, err)
 	}
 	if err := t.dp.PutService(mapKey(k), id); err != nil {
 		t.svcIDs.put(id)

@@ -291,3 +291,20 @@ func TestSizesMatchTheObject(t *testing.T) {
 		}
 	}
 }
+
+func TestServicesGetTheFirstPacketBudget(t *testing.T) {
+	dp := ctltest.New()
+	tb := NewTable(dp, TableOptions{Budget: Budget{Rate: 500, Burst: 50}})
+	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80", "-A -u 10.0.0.1:53"), nil))
+	for k, s := range tb.svcs {
+		if got := dp.Budgets[s.id]; got != [2]uint64{500, 50} {
+			t.Errorf("%v: budget %v, want [500 50]", k.addr, got)
+		}
+	}
+	tb2 := NewTable(dp, TableOptions{Budget: Budget{Rate: 7}})
+	clear(dp.Budgets)
+	must(t, tb2.Adopt(tb.Snapshot()))
+	if len(dp.Budgets) != 2 {
+		t.Errorf("adopted table set %d budgets, want 2", len(dp.Budgets))
+	}
+}

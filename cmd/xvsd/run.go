@@ -59,6 +59,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9472); off when empty"},
 			&cli.StringFlag{Name: "tap", Value: defaultTap, Usage: "`NAME` of the punt device for first packets"},
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "first-packet workers (punt device queues)"},
+			&cli.Uint64Flag{Name: "first-packet-rate", Value: 100000, Usage: "global budget of first packets (new connections) per second sent to the workers; the datapath drops the excess (0 = unlimited)"},
+			&cli.Uint64Flag{Name: "first-packet-burst", Value: 10000, Usage: "burst of the global first-packet budget"},
+			&cli.Uint64Flag{Name: "service-first-packet-rate", Value: 0, Usage: "per virtual service budget of first packets per second (0 = only the global budget)"},
+			&cli.Uint64Flag{Name: "service-first-packet-burst", Value: 0, Usage: "burst of the per-service budget (0 = one second's worth)"},
 			&cli.BoolFlag{Name: "debug", Usage: "log at debug level"},
 			// Connection sync daemons, as xvsadm --start-daemon starts
 			// them; runtime state, so that a unit file can start them.
@@ -152,11 +156,17 @@ func daemon(c *cli.Context) error {
 	defer m.Close()
 
 	statePath := c.String("state")
-	table := ctl.NewTable(m, ctl.TableOptions{OnChange: func(sn *ctl.Snapshot) {
-		if err := ctl.WriteSnapshotFile(statePath, sn); err != nil {
-			log.Error("save state", slog.Any("err", err))
-		}
-	}})
+	table := ctl.NewTable(m, ctl.TableOptions{
+		OnChange: func(sn *ctl.Snapshot) {
+			if err := ctl.WriteSnapshotFile(statePath, sn); err != nil {
+				log.Error("save state", slog.Any("err", err))
+			}
+		},
+		Budget: ctl.Budget{Rate: c.Uint64("service-first-packet-rate"), Burst: c.Uint64("service-first-packet-burst")},
+	})
+	if err := m.SetBudget(0, true, c.Uint64("first-packet-rate"), c.Uint64("first-packet-burst")); err != nil {
+		return err
+	}
 	if err := setup(log, dp, table, statePath, rules); err != nil {
 		if !dp.Adopted {
 			// Nothing of a previous run to keep: leave the machine as found.

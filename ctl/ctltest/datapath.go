@@ -19,6 +19,10 @@ type Datapath struct {
 	Conns map[connID]maps.Conn
 	svcSt map[uint32]maps.Stats
 	dstSt map[uint32]maps.Stats
+	// Budgets holds the first-packet budgets by service id; Global the
+	// global one.
+	Budgets map[uint32][2]uint64
+	Global  [2]uint64
 }
 
 // DestState is a real server's entry of xvs_dests.
@@ -35,11 +39,12 @@ type connID struct {
 // New returns an empty datapath.
 func New() *Datapath {
 	return &Datapath{
-		Svcs:  make(map[maps.SvcKey]uint32),
-		Dests: make(map[uint32]*DestState),
-		Conns: make(map[connID]maps.Conn),
-		svcSt: make(map[uint32]maps.Stats),
-		dstSt: make(map[uint32]maps.Stats),
+		Svcs:    make(map[maps.SvcKey]uint32),
+		Dests:   make(map[uint32]*DestState),
+		Conns:   make(map[connID]maps.Conn),
+		svcSt:   make(map[uint32]maps.Stats),
+		dstSt:   make(map[uint32]maps.Stats),
+		Budgets: make(map[uint32][2]uint64),
 	}
 }
 
@@ -206,4 +211,16 @@ func (f *Datapath) SetState(proto uint8, client, vip netip.AddrPort, state uint8
 		}
 	}
 	f.Conns[id] = c
+}
+
+// SetBudget records a first-packet budget.
+func (f *Datapath) SetBudget(id uint32, global bool, rate, burst uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if global {
+		f.Global = [2]uint64{rate, burst}
+	} else {
+		f.Budgets[id] = [2]uint64{rate, burst}
+	}
+	return nil
 }
