@@ -17,7 +17,7 @@ generate: deps-generate
 	@v=$$(clang -dumpversion | cut -d. -f1); \
 	if [ "$$v" != "$(CLANG_MAJOR)" ]; then \
 		echo "make generate needs clang $(CLANG_MAJOR) (Debian 12's clang), found $$v" >&2; exit 1; fi
-	$(GO) generate ./bpf/
+	$(GO) generate ./bpf/ ./bench/
 
 # Tests that need root (BPF program runs, namespaces) skip with a reason
 # when not root.

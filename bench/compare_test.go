@@ -1,0 +1,90 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"xvs/testutil"
+)
+
+var (
+	compare   = flag.Bool("compare", false, "run the load-balancer comparison (make bench)")
+	xvsBin    = flag.String("xvsbin", "", "directory with xvsd and xvsadm (empty: no xvs columns)")
+	goBench   = flag.String("gobench", "", "go test -bench output of ./bpf and ./sched to merge")
+	rawOut    = flag.String("out", "", "file for the raw figures (default bench-raw-TIME.tsv)")
+	tableOut  = flag.String("table", "", "also write the summary table to this file")
+	only      = flag.String("only", "", "comma-separated balancers to run: forward,nft,ref,xvs-tc,xvs (default all; none: only the in-process figures)")
+	reps      = flag.Int("reps", 3, "repetitions of each measurement")
+	connTable = flag.Uint("conns", 1<<20, "connection-table size for the scale figure (0: skip)")
+	prefix    = flag.String("prefix", "", "namespace name prefix (default: random xvsb-XXXXXX)")
+	workDir   = flag.String("workdir", "", "directory for xvsd's files (default: temp dir)")
+)
+
+// TestCompare is `make bench`: every balancer in turn on one topology,
+// then the summary table on stdout and the raw figures in a file.
+func TestCompare(t *testing.T) {
+	if !*compare {
+		t.Skip("the comparison runs from make bench (go test ./bench -args -compare)")
+	}
+	testutil.NeedRoot(t)
+	cfg := DefaultConfig()
+	cfg.Bin, cfg.GoBench, cfg.Reps, cfg.ConnEntries = *xvsBin, *goBench, *reps, uint32(*connTable)
+	cfg.Prefix, cfg.WorkDir = *prefix, *workDir
+	switch *only {
+	case "":
+	case "none":
+		cfg.Balancers = nil
+	default:
+		cfg.Balancers = strings.Split(*only, ",")
+	}
+	out := *rawOut
+	if out == "" {
+		out = fmt.Sprintf("bench-raw-%s.tsv", time.Now().UTC().Format("20060102-150405"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
+	defer cancel()
+	res := NewResults()
+	start := time.Now()
+	Run(ctx, t, cfg, res)
+
+	header := fmt.Sprintf("xvs benchmarks %s\nmachine: %s, %d CPUs\nbalancers: %s, %d repetitions, took %v",
+		time.Now().UTC().Format(time.RFC3339), kernel(), runtime.NumCPU(), strings.Join(cfg.Balancers, " "),
+		cfg.Reps, time.Since(start).Round(time.Second))
+	var raw bytes.Buffer
+	if err := res.WriteRaw(&raw, header); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, raw.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var tab bytes.Buffer
+	if err := res.Table(&tab, Rows); err != nil {
+		t.Fatal(err)
+	}
+	if *tableOut != "" {
+		if err := os.WriteFile(*tableOut, tab.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fmt.Printf("\n%s\n\n%s", header, tab.String())
+	for _, n := range res.Notes() {
+		fmt.Printf("note: %s\n", n)
+	}
+	fmt.Printf("raw figures written to %s\n", out)
+}
+
+func kernel() string {
+	out, err := exec.Command("uname", "-sr").Output()
+	if err != nil {
+		return "unknown kernel"
+	}
+	return strings.TrimSpace(string(out))
+}

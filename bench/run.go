@@ -1,0 +1,409 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"xvs/testutil"
+)
+
+// Config is what one comparison run does.
+type Config struct {
+	Bin         string        // directory with xvsd and xvsadm; empty: no xvs columns
+	Balancers   []string      // names to run (default: forward nft ref xvs-tc xvs)
+	Reps        int           // repetitions of each measurement
+	PPSTime     time.Duration // per repetition, established and new-flow floods
+	ConnTime    time.Duration // per repetition, new-connection rate
+	IperfTime   time.Duration // per repetition, iperf3
+	Flows       int           // established flows
+	NewFlowRate float64       // offered new flows per second (paced run)
+	Workers     int           // concurrent TCP clients
+	ConnEntries uint32        // connection-table size for the scale figure (0: skip)
+	GoBench     string        // `go test -bench` output of ./bpf and ./sched to merge (optional)
+	Prefix      string        // namespace name prefix (default: a fresh "xvsb-XXXXXX")
+	WorkDir     string        // where xvsd's socket, bpffs and log go (default: the system temp dir)
+}
+
+// DefaultConfig keeps a whole run under ten minutes on two CPUs.
+func DefaultConfig() Config {
+	return Config{
+		Balancers:   []string{"forward", "nft", "ref", "xvs-tc", "xvs"},
+		Reps:        3,
+		PPSTime:     2 * time.Second,
+		ConnTime:    3 * time.Second,
+		IperfTime:   3 * time.Second,
+		Flows:       4096,
+		NewFlowRate: 250000,
+		Workers:     8,
+		ConnEntries: 1 << 20,
+	}
+}
+
+// Rows is the summary table.
+var Rows = []Row{
+	{Label: "UDP 64 B, established flows, Mpps at the real servers (xvs XDP)", Key: "udp_est_pps", XVS: "xvs", Scale: 1e-6, Prec: 3},
+	{Label: "same, xvs in TC mode", Key: "udp_est_pps", XVS: "xvs-tc", Scale: 1e-6, Prec: 3},
+	{Label: "new TCP connections/s, Connection: close (xvs XDP)", Key: "conn_rate", XVS: "xvs", Prec: 0},
+	{Label: "  p50 latency, µs", Key: "conn_p50_us", XVS: "xvs", Prec: 0},
+	{Label: "  p99 latency, µs", Key: "conn_p99_us", XVS: "xvs", Prec: 0},
+	{Label: "new TCP connections/s (xvs TC)", Key: "conn_rate", XVS: "xvs-tc", Prec: 0},
+	{Label: "  p50 latency, µs", Key: "conn_p50_us", XVS: "xvs-tc", Prec: 0},
+	{Label: "  p99 latency, µs", Key: "conn_p99_us", XVS: "xvs-tc", Prec: 0},
+	{Label: "new UDP flows, paced (250k/s asked): forwarded/s (xvs XDP)", Key: "newflow_fwd", XVS: "xvs", Prec: 0},
+	{Label: "  reached the director/s", Key: "newflow_offered", XVS: "xvs", Prec: 0},
+	{Label: "  connections created/s", Key: "newflow_sched", XVS: "xvs", Prec: 0},
+	{Label: "  first packets lost/s", Key: "newflow_lost", XVS: "xvs", Prec: 0, NoRatio: true},
+	{Label: "same, xvs TC: forwarded/s", Key: "newflow_fwd", XVS: "xvs-tc", Prec: 0},
+	{Label: "  connections created/s", Key: "newflow_sched", XVS: "xvs-tc", Prec: 0},
+	{Label: "  first packets lost/s", Key: "newflow_lost", XVS: "xvs-tc", Prec: 0, NoRatio: true},
+	{Label: "new UDP flows, live-frame flood: forwarded/s (xvs XDP)", Key: "flood_fwd", XVS: "xvs", Prec: 0},
+	{Label: "  reached the director/s", Key: "flood_offered", XVS: "xvs", Prec: 0},
+	{Label: "  connections created/s", Key: "flood_sched", XVS: "xvs", Prec: 0},
+	{Label: "  first packets lost/s", Key: "flood_lost", XVS: "xvs", Prec: 0, NoRatio: true},
+	{Label: "same, xvs TC: forwarded/s", Key: "flood_fwd", XVS: "xvs-tc", Prec: 0},
+	{Label: "  connections created/s", Key: "flood_sched", XVS: "xvs-tc", Prec: 0},
+	{Label: "  first packets lost/s", Key: "flood_lost", XVS: "xvs-tc", Prec: 0, NoRatio: true},
+	{Label: "one TCP flow (iperf3), Gbit/s, xvs TC", Key: "iperf_gbps", XVS: "xvs-tc", Prec: 2},
+	{Label: "one TCP flow (iperf3), Gbit/s, xvs XDP", Key: "iperf_gbps", XVS: "xvs", Prec: 2},
+	{Label: "conn table, bytes per connection (all its maps)", Key: "ct_bytes_per_conn", XVS: "xvs", Prec: 0},
+	{Label: "  of which the main pair (xvs_conns, xvs_rconns)", Key: "ct_main_pair_bytes_per_conn", XVS: "xvs", Prec: 0},
+	{Label: "conn table at 1M connections, MiB", Key: "ct_mib", XVS: "xvs", Prec: 1},
+	{Label: "expiry sweep over 1M, nothing expires: CPU s", Key: "sweep_cpu_s", XVS: "xvs", Prec: 3},
+	{Label: "  wall s", Key: "sweep_wall_s", XVS: "xvs", Prec: 3},
+	{Label: "expiry sweep expiring all 1M: CPU s", Key: "expire_all_cpu_s", XVS: "xvs", Prec: 3},
+	{Label: "  wall s", Key: "expire_all_wall_s", XVS: "xvs", Prec: 3},
+	{Label: "BPF hit path, ns/packet, warm (prog_test_run, 200 back to back)", Key: "bpf_hit_ns", XVS: "xvs", Prec: 1},
+	{Label: "  reverse direction", Key: "bpf_rhit_ns", XVS: "xvs", Prec: 1},
+	{Label: "  trivial XDP_PASS", Key: "bpf_pass_ns", XVS: "xvs", Prec: 1},
+	{Label: "BPF hit path, ns/packet, cold (one run per syscall)", Key: "bpf_hit_cold_ns", XVS: "xvs", Prec: 1},
+	{Label: "  trivial XDP_PASS", Key: "bpf_pass_cold_ns", XVS: "xvs", Prec: 1},
+	{Label: "scheduler rr, 16 dests, ns/decision", Key: "sched_rr_ns", XVS: "xvs", Prec: 1},
+	{Label: "scheduler wrr, 16 dests, ns/decision", Key: "sched_wrr_ns", XVS: "xvs", Prec: 1},
+	{Label: "scheduler wlc, 16 dests, ns/decision", Key: "sched_wlc_ns", XVS: "xvs", Prec: 1},
+	{Label: "scheduler sh, 16 dests, ns/decision", Key: "sched_sh_ns", XVS: "xvs", Prec: 1},
+	{Label: "scheduler mh, 16 dests, ns/decision", Key: "sched_mh_ns", XVS: "xvs", Prec: 1},
+}
+
+// Run measures every configured balancer in turn on one topology and
+// records the samples in res. A metric that fails is noted and skipped;
+// the run goes on.
+func Run(ctx context.Context, t testing.TB, cfg Config, res *Results) {
+	t.Helper()
+	if cfg.GoBench != "" {
+		mergeGoBench(t, cfg.GoBench, res)
+	}
+	if cfg.ConnEntries > 0 {
+		runConnTable(ctx, t, cfg, res)
+	}
+	if len(cfg.Balancers) == 0 {
+		return
+	}
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = testutil.RunPrefix("xvsb")
+	}
+	tp := NewTopo(t, prefix)
+	for _, a := range tp.Addrs.RS {
+		testutil.StartHTTP(t, tp.RS, fmt.Sprintf("%s:%d", a, httpPort), "ok\n")
+	}
+	if warm, cold, err := RefHitNs(tp, 2000, 200); err != nil {
+		res.Note("ref: hit path: %v", err)
+	} else {
+		res.Add("bpf_hit_ns", "ref", "ns/op", warm)
+		res.Add("bpf_hit_cold_ns", "ref", "ns/op", cold)
+		t.Logf("ref: hit path %.1f ns/packet warm, %.1f cold (prog_test_run)", warm, cold)
+	}
+	cpus := make([]int, runtime.NumCPU())
+	for i := range cpus {
+		cpus[i] = i
+	}
+	for i, name := range cfg.Balancers {
+		lb, ok := newBalancer(name, cfg)
+		if !ok {
+			res.Note("%s: skipped (no xvs binaries given or unknown balancer)", name)
+			continue
+		}
+		runBalancer(ctx, t, cfg, tp, lb, cpus, uint32(i)<<26, res)
+	}
+}
+
+func newBalancer(name string, cfg Config) (Balancer, bool) {
+	switch name {
+	case "forward":
+		return &Forward{}, true
+	case "nft":
+		return &NFT{}, true
+	case "ref":
+		return &Ref{}, true
+	case "xvs", "xvs-tc":
+		if cfg.Bin == "" {
+			return nil, false
+		}
+		mode := "xdp"
+		if name == "xvs-tc" {
+			mode = "tc"
+		}
+		return &XVS{Mode: mode, Bin: cfg.Bin, WorkDir: cfg.WorkDir}, true
+	}
+	return nil, false
+}
+
+func runBalancer(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer, cpus []int, salt uint32, res *Results) {
+	t.Helper()
+	name := lb.Name()
+	fail := func(what string, err error) {
+		res.Note("%s: %s: %v", name, what, err)
+		t.Logf("%s: %s: %v", name, what, err)
+		if x, ok := lb.(*XVS); ok {
+			if d := x.Diag(); d != "" {
+				t.Logf("%s: xvsd state:\n%s", name, d)
+			}
+		}
+	}
+	if err := tp.SetTxCsum(!lb.XDP()); err != nil {
+		fail("set offloads", err)
+		return
+	}
+	t.Logf("%s: start", name)
+	if err := lb.Start(ctx, tp); err != nil {
+		fail("start", err)
+		return
+	}
+	defer func() {
+		if err := lb.Stop(); err != nil {
+			fail("stop", err)
+		}
+	}()
+	// TCP first: the UDP floods leave state behind (conntrack entries,
+	// full tables) that would skew the connection figures.
+	if name != "ref" {
+		runConnRate(ctx, t, cfg, tp, lb, res, fail)
+	}
+	runIperf(ctx, t, cfg, tp, lb, res, fail)
+	runUDP(ctx, t, cfg, tp, lb, cpus, salt, res, fail)
+}
+
+func runConnRate(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer, res *Results, fail func(string, error)) {
+	t.Helper()
+	name := lb.Name()
+	for range cfg.Reps {
+		r, err := ConnRate(ctx, tp.Gen, tp.Addrs.Clients, lb.Targets(httpPort), cfg.Workers, cfg.ConnTime)
+		if err != nil {
+			fail("new-connection rate", err)
+			return
+		}
+		res.Add("conn_rate", name, "conns/s", r.PerSec())
+		res.Add("conn_p50_us", name, "µs", float64(r.P50.Microseconds()))
+		res.Add("conn_p99_us", name, "µs", float64(r.P99.Microseconds()))
+		res.Add("conn_errors", name, "count", float64(r.Errors))
+		t.Logf("%s: %.0f conns/s, p50 %v, p99 %v, %d errors", name, r.PerSec(), r.P50, r.P99, r.Errors)
+		if r.Errors > 0 {
+			res.Note("%s: %d of %d connections failed, first: %s", name, r.Errors, r.Errors+r.OK, r.FirstErr)
+		}
+	}
+}
+
+func runIperf(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer, res *Results, fail func(string, error)) {
+	t.Helper()
+	name := lb.Name()
+	srv, err := StartIperfServer(tp.RS, netip.AddrPortFrom(tp.Addrs.RS[0], iperPort))
+	if err != nil {
+		fail("iperf3 server", err)
+		return
+	}
+	defer srv.Stop()
+	for range cfg.Reps {
+		r, err := Iperf(ctx, tp.Gen, lb.Target(iperPort), cfg.IperfTime)
+		if err != nil {
+			fail("iperf3", err)
+			return
+		}
+		res.Add("iperf_gbps", name, "Gbit/s", r.BitsPerSec/1e9)
+		res.Add("iperf_retrans", name, "count", float64(r.Retransmits))
+		t.Logf("%s: iperf3 %.2f Gbit/s, %d retransmits", name, r.BitsPerSec/1e9, r.Retransmits)
+	}
+}
+
+func runUDP(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer, cpus []int, salt uint32, res *Results, fail func(string, error)) {
+	t.Helper()
+	name := lb.Name()
+	// The director's receive thread gets the last CPU to itself; the
+	// generator and the real servers' receive thread (the sink) share the
+	// first. Real-time priority for both receive threads during the
+	// floods: the sink's must run as soon as frames wait in its ring
+	// (else the ring overflows while the generator holds the CPU), the
+	// director's must not share its CPU with other work while the
+	// forwarding rate is measured. (Sink and director on one CPU, both
+	// real-time, starve each other: measured 0.05 Mpps instead of 1.2.)
+	genCPU, dirCPU := cpus[0], cpus[len(cpus)-1]
+	rx := append(slices.Clone(tp.ExtNAPI), tp.RSNAPI...)
+	defer func() {
+		if err := errors.Join(pinThreads(rx, nil), setFIFO(rx, false)); err != nil {
+			fail("reset napi threads", err)
+		}
+	}()
+	if err := errors.Join(pinThreads(tp.ExtNAPI, []int{dirCPU}), pinThreads(tp.RSNAPI, []int{genCPU}), setFIFO(rx, true)); err != nil {
+		fail("napi threads", err)
+		return
+	}
+	sink, err := AttachSink(tp)
+	if err != nil {
+		fail("attach sink", err)
+		return
+	}
+	defer func() {
+		if err := sink.Close(); err != nil {
+			fail("detach sink", err)
+		}
+	}()
+	env := &udpEnv{tp: tp, lb: lb, sink: sink}
+	ev0 := env.events()
+	est, err := env.Established(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, []int{genCPU})
+	if ev := diffEvents(ev0, env.events()); ev != nil {
+		var d time.Duration
+		for _, r := range est {
+			d += r.Duration
+		}
+		res.Note("%s: established flows (warm-up and all repetitions): datapath events per second: %s", name, fmtEvents(ev, d))
+	}
+	for _, r := range est {
+		res.Add("udp_est_pps", name, "pps", r.PPS())
+		res.Add("udp_est_sent_pps", name, "pps", r.SentPPS())
+		t.Logf("%s: established %d flows: %.0f pps received, %.0f pps sent", name, r.Flows, r.PPS(), r.SentPPS())
+	}
+	if err != nil {
+		fail("established-flow rate", err)
+	}
+	if name == "ref" {
+		return // no first-packet path
+	}
+	// The first-packet path shares the director's CPU with xvsd's punt
+	// workers: no real-time priority for the director's receive thread.
+	if err := setFIFO(tp.ExtNAPI, false); err != nil {
+		fail("napi threads", err)
+		return
+	}
+	for _, m := range []struct {
+		key string
+		pps float64
+	}{{"newflow", cfg.NewFlowRate}, {"flood", 0}} {
+		nf, err := env.NewFlows(ctx, cfg.PPSTime, cfg.Reps, genCPU, salt, m.pps)
+		for _, r := range nf {
+			res.Add(m.key+"_fwd", name, "flows/s", r.FlowsPerSec())
+			res.Add(m.key+"_offered", name, "pps", r.OfferedPerSec())
+			res.Add(m.key+"_sent", name, "pps", rate(r.Sent, r.Duration))
+			if r.HasSched {
+				res.Add(m.key+"_sched", name, "conns/s", r.SchedPerSec())
+			}
+			if r.HasPunt {
+				res.Add(m.key+"_tapdrops", name, "pkts/s", r.DropsPerSec())
+			}
+			res.Add(m.key+"_lost", name, "pkts/s", r.LostPerSec())
+			if r.Events != nil {
+				res.Note("%s: new flows (%s): datapath events per second: %s", name, m.key, fmtEvents(r.Events, r.Duration))
+			}
+			t.Logf("%s: new flows (%s): %.0f/s generated, %.0f/s reached the director, %.0f/s forwarded, %.0f/s conns created, %.0f/s lost (%.0f/s at the punt tap)",
+				name, m.key, rate(r.Sent, r.Duration), r.OfferedPerSec(), r.FlowsPerSec(), r.SchedPerSec(), r.LostPerSec(), r.DropsPerSec())
+		}
+		if err != nil {
+			fail("new-flow rate ("+m.key+")", err)
+		}
+	}
+}
+
+func runConnTable(ctx context.Context, t testing.TB, cfg Config, res *Results) {
+	t.Helper()
+	r, err := ConnTable(ctx, cfg.ConnEntries, cfg.Reps)
+	if err != nil {
+		res.Note("conn table: %v", err)
+		t.Logf("conn table: %v", err)
+		return
+	}
+	res.Add("ct_bytes_per_conn", "xvs", "B", r.BytesPerConn())
+	res.Add("ct_mib", "xvs", "MiB", float64(r.TableBytes)/(1<<20))
+	res.Add("ct_main_pair_bytes_per_conn", "xvs", "B", float64(r.ConnsBytes+r.RconnsBytes)/float64(r.MaxEntries))
+	res.Note("conn table maps: %s", strings.Join(r.TableMaps, ", "))
+	res.Add("ct_installed", "xvs", "conns", float64(r.Installed))
+	res.Add("ct_walked", "xvs", "conns", float64(r.Walked))
+	res.Add("ct_fill_s", "xvs", "s", r.FillTime.Seconds())
+	for _, s := range r.Sweeps {
+		res.Add("sweep_cpu_s", "xvs", "s", s.CPU.Seconds())
+		res.Add("sweep_wall_s", "xvs", "s", s.Wall.Seconds())
+	}
+	res.Add("expire_all_cpu_s", "xvs", "s", r.ExpireAll.CPU.Seconds())
+	res.Add("expire_all_wall_s", "xvs", "s", r.ExpireAll.Wall.Seconds())
+	res.Add("expire_all_n", "xvs", "conns", float64(r.ExpireAll.Expired))
+	t.Logf("conn table: %d entries, maps %v = %.0f B/conn (xvs_conns %d B, xvs_rconns %d B); filled %d in %v, walk saw %d; sweeps %v; expire-all %v (%d expired)",
+		r.MaxEntries, r.TableMaps, r.BytesPerConn(), r.ConnsBytes, r.RconnsBytes, r.Installed, r.FillTime, r.Walked, r.Sweeps, r.ExpireAll, r.ExpireAll.Expired)
+}
+
+// goBenchKeys maps `go test -bench` results to table keys.
+var goBenchKeys = []struct{ name, unit, key string }{
+	{"BenchmarkXDPForwardHit", "ns/op", "bpf_hit_ns"},
+	{"BenchmarkXDPReverseHit", "ns/op", "bpf_rhit_ns"},
+	{"BenchmarkXDPForwardHit", "pass-ns/op", "bpf_pass_ns"},
+	{"BenchmarkXDPForwardHit", "cold-ns/op", "bpf_hit_cold_ns"},
+	{"BenchmarkXDPForwardHit", "cold-pass-ns/op", "bpf_pass_cold_ns"},
+	{"BenchmarkSchedule/rr/dests=16", "ns/op", "sched_rr_ns"},
+	{"BenchmarkSchedule/wrr/dests=16", "ns/op", "sched_wrr_ns"},
+	{"BenchmarkSchedule/wlc/dests=16", "ns/op", "sched_wlc_ns"},
+	{"BenchmarkSchedule/sh/dests=16", "ns/op", "sched_sh_ns"},
+	{"BenchmarkSchedule/mh/dests=16", "ns/op", "sched_mh_ns"},
+}
+
+func mergeGoBench(t testing.TB, path string, res *Results) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		res.Note("go test -bench output: %v", err)
+		return
+	}
+	defer f.Close()
+	bs, err := ParseGoBench(f)
+	if err != nil {
+		res.Note("go test -bench output: %v", err)
+	}
+	for _, k := range goBenchKeys {
+		for _, b := range bs {
+			if b.Name != k.name {
+				continue
+			}
+			if v, ok := b.Metrics[k.unit]; ok {
+				res.Add(k.key, "xvs", k.unit, v)
+			}
+		}
+	}
+}
+
+// fmtEvents lists event rates, largest first.
+func fmtEvents(ev map[string]float64, d time.Duration) string {
+	keys := make([]string, 0, len(ev))
+	for k := range ev {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		switch {
+		case ev[a] > ev[b]:
+			return -1
+		case ev[a] < ev[b]:
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %.0f", k, ev[k]/d.Seconds())
+	}
+	return b.String()
+}

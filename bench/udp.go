@@ -1,0 +1,249 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// EstablishedResult is one repetition of the established-flow rate.
+type EstablishedResult struct {
+	Flows    int
+	Duration time.Duration
+	Sent     uint64 // frames the generator put on the wire
+	Received uint64 // frames counted at the real servers
+}
+
+// PPS is the forwarding rate at the real servers.
+func (r EstablishedResult) PPS() float64 { return rate(r.Received, r.Duration) }
+
+// SentPPS is the offered rate.
+func (r EstablishedResult) SentPPS() float64 { return rate(r.Sent, r.Duration) }
+
+func rate(n uint64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// udpEnv is what the UDP metrics share: a generator and the sink.
+type udpEnv struct {
+	tp   *Topo
+	lb   Balancer
+	sink *Sink
+}
+
+// warmFlows sends every flow once per round, paced, until one whole round
+// arrives at the sink (every flow has its connection), at most rounds
+// times. It returns the number of rounds used.
+func (e *udpEnv) warmFlows(ctx context.Context, g *Generator, flows, rounds int) (int, error) {
+	for r := 1; r <= rounds; r++ {
+		before, err := e.sink.Count()
+		if err != nil {
+			return r, err
+		}
+		for sent := 0; sent < flows; sent += 64 {
+			if err := g.Burst(64); err != nil {
+				return r, err
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+		after, err := e.sink.Count()
+		if err != nil {
+			return r, err
+		}
+		if int(after-before) >= flows {
+			return r, nil
+		}
+	}
+	return rounds, fmt.Errorf("flows not established after %d warm-up rounds", rounds)
+}
+
+// Established measures small-UDP forwarding over flows established flows:
+// one generator thread per CPU for d, frames counted at the sink.
+func (e *udpEnv) Established(ctx context.Context, flows int, d time.Duration, reps int, cpus []int) ([]EstablishedResult, error) {
+	g, err := NewGenerator(e.tp, GenConfig{Flows: uint32(flows), Sport: 20000}, e.tp.Addrs.Gen, e.lb.Target(udpPort))
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	if _, err := e.warmFlows(ctx, g, flows, 10); err != nil {
+		return nil, err
+	}
+	var out []EstablishedResult
+	for range reps {
+		r, err := e.measure(ctx, g, cpus, d)
+		if err != nil {
+			return out, err
+		}
+		r.Flows = flows
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (e *udpEnv) measure(ctx context.Context, g *Generator, cpus []int, d time.Duration) (EstablishedResult, error) {
+	s0, err := g.Sent()
+	if err != nil {
+		return EstablishedResult{}, err
+	}
+	c0, err := e.sink.Count()
+	if err != nil {
+		return EstablishedResult{}, err
+	}
+	el, err := g.Flood(ctx, cpus, d)
+	if err != nil {
+		return EstablishedResult{}, err
+	}
+	time.Sleep(20 * time.Millisecond) // frames still in the veth rings
+	s1, err := g.Sent()
+	if err != nil {
+		return EstablishedResult{}, err
+	}
+	c1, err := e.sink.Count()
+	if err != nil {
+		return EstablishedResult{}, err
+	}
+	return EstablishedResult{Duration: el, Sent: s1 - s0, Received: c1 - c0}, nil
+}
+
+// NewFlowResult is one repetition of the first-packet path: packets that
+// each start a new flow, offered at a fixed rate or as fast as the
+// generator goes.
+type NewFlowResult struct {
+	Duration  time.Duration
+	Sent      uint64 // first packets generated
+	Offered   uint64 // of those, accepted by the director's veth (the rest overflowed its ring)
+	Received  uint64 // first packets that reached a real server
+	Scheduled uint64 // connections created, when the balancer tells
+	HasSched  bool
+	PuntDrops uint64 // first packets dropped at the punt queue
+	HasPunt   bool
+	Events    map[string]float64 // xvsd's datapath events during the run, when it has them
+}
+
+// FlowsPerSec is the rate of new flows forwarded to a real server.
+func (r NewFlowResult) FlowsPerSec() float64 { return rate(r.Received, r.Duration) }
+
+// SchedPerSec is the rate of connections created.
+func (r NewFlowResult) SchedPerSec() float64 { return rate(r.Scheduled, r.Duration) }
+
+// DropsPerSec is the rate of punt-queue drops (the tap's tx_dropped).
+func (r NewFlowResult) DropsPerSec() float64 { return rate(r.PuntDrops, r.Duration) }
+
+// LostPerSec is the rate of first packets that reached the director but
+// no real server, wherever they were lost (punt queue, scheduler, ring).
+func (r NewFlowResult) LostPerSec() float64 {
+	if r.Received >= r.Offered {
+		return 0
+	}
+	return rate(r.Offered-r.Received, r.Duration)
+}
+
+// OfferedPerSec is the rate of first packets that reached the director.
+func (r NewFlowResult) OfferedPerSec() float64 { return rate(r.Offered, r.Duration) }
+
+// NewFlows sends packets that each start a new flow from one thread on
+// cpu for d: paced at pps per second through a packet socket or, with pps
+// 0, a flood from the live-frame generator. The other CPU is left to the director and its slow path
+// (xvsd's punt workers).
+func (e *udpEnv) NewFlows(ctx context.Context, d time.Duration, reps int, cpu int, salt uint32, pps float64) ([]NewFlowResult, error) {
+	g, err := NewGenerator(e.tp, GenConfig{NewFlows: true, Salt: salt}, e.tp.Addrs.Gen, e.lb.Target(udpPort))
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	// The paced runs use other flow numbers than the generator's.
+	ps := NewPacedSender(e.tp, e.lb.Target(udpPort), salt+1<<25)
+	var out []NewFlowResult
+	for range reps {
+		sch0, hasSched := e.lb.Scheduled()
+		pd0, hasPunt := e.lb.PuntDrops()
+		ev0 := e.events()
+		c0, err := e.sink.Count()
+		if err != nil {
+			return out, err
+		}
+		o0, err := linkStat(e.tp.Gen, genIf, "TX", "packets")
+		if err != nil {
+			return out, err
+		}
+		var el time.Duration
+		var sent uint64
+		if pps > 0 {
+			p0 := ps.Sent()
+			el, err = ps.Run(ctx, cpu, pps, d)
+			sent = ps.Sent() - p0
+		} else {
+			var g0, g1 uint64
+			if g0, err = g.Sent(); err != nil {
+				return out, err
+			}
+			if el, err = g.Flood(ctx, []int{cpu}, d); err != nil {
+				return out, err
+			}
+			if g1, err = g.Sent(); err != nil {
+				return out, err
+			}
+			sent = g1 - g0
+		}
+		if err != nil {
+			return out, err
+		}
+		// The slow path drains what it queued before the counters are
+		// read; the queue is bounded, so this adds little to the count.
+		time.Sleep(200 * time.Millisecond)
+		c1, err := e.sink.Count()
+		if err != nil {
+			return out, err
+		}
+		o1, err := linkStat(e.tp.Gen, genIf, "TX", "packets")
+		if err != nil {
+			return out, err
+		}
+		sch1, _ := e.lb.Scheduled()
+		pd1, _ := e.lb.PuntDrops()
+		out = append(out, NewFlowResult{
+			Duration: el, Sent: sent, Offered: o1 - o0, Received: c1 - c0,
+			Scheduled: sch1 - sch0, HasSched: hasSched,
+			PuntDrops: pd1 - pd0, HasPunt: hasPunt,
+			Events: diffEvents(ev0, e.events()),
+		})
+	}
+	return out, nil
+}
+
+// events reads the balancer's datapath events, if it has any.
+func (e *udpEnv) events() map[string]float64 {
+	x, ok := e.lb.(interface {
+		Events() (map[string]float64, error)
+	})
+	if !ok {
+		return nil
+	}
+	ev, err := x.Events()
+	if err != nil {
+		return nil
+	}
+	return ev
+}
+
+// diffEvents is after - before, without the reasons that did not move.
+func diffEvents(before, after map[string]float64) map[string]float64 {
+	if before == nil || after == nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for k, v := range after {
+		if d := v - before[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
