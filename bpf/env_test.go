@@ -141,17 +141,24 @@ type tlink struct {
 
 // env is a loaded datapath in a namespace with the topology above.
 type env struct {
-	t    testing.TB
-	ns   *netNS
-	objs XvsObjects
+	t     testing.TB
+	ns    *netNS
+	objs  XvsObjects
+	sizes map[string]uint32 // max_entries overrides by map name
 
 	ext, intl, mtu, mtu6, oth, punt *tlink
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvSized(t, nil)
+}
+
+// newEnvSized is newEnv with max_entries of the maps named in sizes set.
+func newEnvSized(t testing.TB, sizes map[string]uint32) *env {
+	t.Helper()
 	testutil.NeedRoot(t)
-	e := &env{t: t, ns: newNetNS(t)}
+	e := &env{t: t, ns: newNetNS(t), sizes: sizes}
 	e.ext = &tlink{name: "ext0", mac: macExt, addrs: []string{"10.0.0.1/24", "fd00:a::1/64"},
 		neigh: map[string]net.HardwareAddr{"10.0.0.2": macCli, "fd00:a::2": macCli, "10.0.0.3": macLocal, "fd00:a::3": macLocal}}
 	e.intl = &tlink{name: "int0", mac: macInt, addrs: []string{"172.16.0.1/24", "fd00:b::1/64"},
@@ -265,6 +272,11 @@ func (e *env) load() {
 	}
 	spec.Maps["xvs_conns"].MaxEntries = 4096
 	spec.Maps["xvs_rconns"].MaxEntries = 4096
+	spec.Maps["xvs_conns_new"].MaxEntries = 4096
+	spec.Maps["xvs_rconns_new"].MaxEntries = 4096
+	for name, n := range e.sizes {
+		spec.Maps[name].MaxEntries = n
+	}
 	if err := spec.LoadAndAssign(&e.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -391,19 +403,25 @@ func connKey(cli, vip netip.AddrPort, proto uint8) XvsConnKey {
 		Sport: be16(cli.Port()), Dport: be16(vip.Port()), Proto: proto, Family: family(cli.Addr())}
 }
 
+// rconnKey is the server-side key of cli's conn to rs.
+func rconnKey(cli, rs netip.AddrPort, proto uint8) XvsConnKey {
+	return XvsConnKey{Saddr: addr16(rs.Addr()), Daddr: addr16(cli.Addr()),
+		Sport: be16(rs.Port()), Dport: be16(cli.Port()), Proto: proto, Family: family(cli.Addr())}
+}
+
 // addConn installs a conn as the control plane does: state NONE, flag NEW,
-// both keys, and one more inactive conn on its dest.
+// both keys in the new pair (xvs_conns_new, xvs_rconns_new), and one more
+// inactive conn on its dest.
 func (e *env) addConn(cli, vip, rs netip.AddrPort, proto uint8, svc, dest uint32) XvsConnKey {
 	e.t.Helper()
 	k := connKey(cli, vip, proto)
-	rk := XvsConnKey{Saddr: addr16(rs.Addr()), Daddr: addr16(cli.Addr()),
-		Sport: be16(rs.Port()), Dport: be16(cli.Port()), Proto: proto, Family: family(cli.Addr())}
+	rk := rconnKey(cli, rs, proto)
 	c := XvsConn{Daddr: addr16(rs.Addr()), Dport: be16(rs.Port()), Flags: uint8(XvsConnFlagsCONN_F_NEW),
 		SvcId: svc, DestId: dest}
-	if err := e.objs.XvsConns.Update(k, c, ebpf.UpdateNoExist); err != nil {
+	if err := e.objs.XvsConnsNew.Update(k, c, ebpf.UpdateNoExist); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.objs.XvsRconns.Update(rk, k, ebpf.UpdateNoExist); err != nil {
+	if err := e.objs.XvsRconnsNew.Update(rk, k, ebpf.UpdateNoExist); err != nil {
 		e.t.Fatal(err)
 	}
 	d := e.dest(dest)
@@ -412,18 +430,30 @@ func (e *env) addConn(cli, vip, rs netip.AddrPort, proto uint8, svc, dest uint32
 	return k
 }
 
+// connTable returns the client-side table that holds k: xvs_conns if it
+// is there, else xvs_conns_new (where a lookup may still miss).
+func (e *env) connTable(k XvsConnKey) *ebpf.Map {
+	var c XvsConn
+	if err := e.objs.XvsConns.Lookup(k, &c); err == nil {
+		return e.objs.XvsConns
+	}
+	return e.objs.XvsConnsNew
+}
+
+// conn returns k's conn from whichever pair holds it.
 func (e *env) conn(k XvsConnKey) XvsConn {
 	e.t.Helper()
 	var c XvsConn
-	if err := e.objs.XvsConns.Lookup(k, &c); err != nil {
+	if err := e.connTable(k).Lookup(k, &c); err != nil {
 		e.t.Fatal(err)
 	}
 	return c
 }
 
+// putConn overwrites k's conn in whichever pair holds it.
 func (e *env) putConn(k XvsConnKey, c XvsConn) {
 	e.t.Helper()
-	if err := e.objs.XvsConns.Put(k, c); err != nil {
+	if err := e.connTable(k).Put(k, c); err != nil {
 		e.t.Fatal(err)
 	}
 }

@@ -2,7 +2,15 @@
 /*
  * maps.h: every map of the datapath. All are pinned by name under the
  * daemon's bpffs directory, so a restart re-adopts them. xvs_conns and
- * xvs_rconns are resized by the loader before load (--conn-max).
+ * xvs_rconns are resized by the loader before load (--conn-max), and so
+ * should xvs_conns_new and xvs_rconns_new be (a quarter of it).
+ *
+ * Connections live in two pairs of tables: established ones in the LRU
+ * pair xvs_conns/xvs_rconns, half-open and never-answered ones in the
+ * plain hash pair xvs_conns_new/xvs_rconns_new, which only the daemon
+ * fills and nothing evicts. A flood of first packets can fill only the new
+ * pair, so it never evicts an established conn; lib/conn.h moves a conn
+ * from the new pair to the main one when it is established.
  */
 #ifndef XVS_MAPS_H
 #define XVS_MAPS_H
@@ -37,6 +45,27 @@ struct {
 	__uint(max_entries, XVS_DEFAULT_CONNS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_rconns SEC(".maps");
+
+/* Half-open connections by client-side tuple: conns installed by the
+ * daemon and not yet established. A plain hash: full means the daemon's
+ * install fails (or makes room), never that a conn silently disappears. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct conn_key);
+	__type(value, struct conn);
+	__uint(max_entries, XVS_DEFAULT_CONNS_NEW);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_conns_new SEC(".maps");
+
+/* Half-open connections by server-side tuple: client-side key in
+ * xvs_conns_new. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct conn_key);
+	__type(value, struct conn_key);
+	__uint(max_entries, XVS_DEFAULT_CONNS_NEW);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_rconns_new SEC(".maps");
 
 /* Real servers by dest id: ActiveConn/InActConn and availability. */
 struct {
@@ -121,5 +150,16 @@ struct {
 	__type(value, __u8[64]);
 	__uint(max_entries, 1);
 } xvs_scratch SEC(".maps");
+
+/* Per-CPU copy of the client-side key of a hit in the new pair (lib/conn.h,
+ * conn_fresh): the key of such a hit is then always in one kind of memory
+ * whichever map it came from, which keeps the verifier's work down. Not
+ * pinned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct conn_key);
+	__uint(max_entries, 1);
+} xvs_ckey SEC(".maps");
 
 #endif /* XVS_MAPS_H */

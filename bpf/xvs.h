@@ -16,6 +16,9 @@
 #define XVS_MAX_DESTS 65536
 #define XVS_MAX_IFACES 64
 #define XVS_DEFAULT_CONNS 1048576
+/* Size of the half-open tables (xvs_conns_new, xvs_rconns_new): a quarter
+ * of the main ones unless the loader says otherwise. */
+#define XVS_DEFAULT_CONNS_NEW (XVS_DEFAULT_CONNS / 4)
 
 /* Address families as in the kernel (AF_INET, AF_INET6). */
 enum family {
@@ -55,9 +58,9 @@ struct svc {
 };
 
 /*
- * Connection key. Client side (xvs_conns): saddr/sport = client,
- * daddr/dport = VIP:vport. Server side (xvs_rconns): saddr/sport = real
- * server, daddr/dport = client.
+ * Connection key. Client side (xvs_conns, xvs_conns_new): saddr/sport =
+ * client, daddr/dport = VIP:vport. Server side (xvs_rconns,
+ * xvs_rconns_new): saddr/sport = real server, daddr/dport = client.
  */
 struct conn_key {
 	__u8 saddr[16];
@@ -75,8 +78,13 @@ enum conn_flags {
 	CONN_F_NEW = 1,
 };
 
-/* Connection state: value of xvs_conns (client-side key). The server-side
- * map xvs_rconns holds the client-side key, so one conn has one state. */
+/* Connection state: value of xvs_conns or xvs_conns_new (client-side
+ * key). The server-side maps xvs_rconns / xvs_rconns_new hold the
+ * client-side key, so one conn has one state. A conn lives in exactly one
+ * pair: the new pair (xvs_conns_new, xvs_rconns_new) from its install
+ * until it is established (TCP ESTABLISHED, UDP: the real server's first
+ * reply), the main pair (xvs_conns, xvs_rconns) after that; see
+ * lib/conn.h. */
 struct conn {
 	__u8 daddr[16]; /* real server, network order */
 	__be16 dport;   /* real server port, network order */

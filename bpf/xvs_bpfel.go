@@ -173,11 +173,14 @@ const (
 const (
 	XvsMapXvsBudget     = "xvs_budget"
 	XvsMapXvsCfg        = "xvs_cfg"
+	XvsMapXvsCkey       = "xvs_ckey"
 	XvsMapXvsConns      = "xvs_conns"
+	XvsMapXvsConnsNew   = "xvs_conns_new"
 	XvsMapXvsDestStats  = "xvs_dest_stats"
 	XvsMapXvsDests      = "xvs_dests"
 	XvsMapXvsFrags      = "xvs_frags"
 	XvsMapXvsRconns     = "xvs_rconns"
+	XvsMapXvsRconnsNew  = "xvs_rconns_new"
 	XvsMapXvsReasons    = "xvs_reasons"
 	XvsMapXvsScratch    = "xvs_scratch"
 	XvsMapXvsSvcStats   = "xvs_svc_stats"
@@ -244,11 +247,14 @@ type XvsProgramSpecs struct {
 type XvsMapSpecs struct {
 	XvsBudget    *ebpf.MapSpec `ebpf:"xvs_budget"`
 	XvsCfg       *ebpf.MapSpec `ebpf:"xvs_cfg"`
+	XvsCkey      *ebpf.MapSpec `ebpf:"xvs_ckey"`
 	XvsConns     *ebpf.MapSpec `ebpf:"xvs_conns"`
+	XvsConnsNew  *ebpf.MapSpec `ebpf:"xvs_conns_new"`
 	XvsDestStats *ebpf.MapSpec `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
+	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
 	XvsScratch   *ebpf.MapSpec `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
@@ -289,11 +295,14 @@ func (o *XvsObjects) Close() error {
 type XvsMaps struct {
 	XvsBudget    *ebpf.Map `ebpf:"xvs_budget"`
 	XvsCfg       *ebpf.Map `ebpf:"xvs_cfg"`
+	XvsCkey      *ebpf.Map `ebpf:"xvs_ckey"`
 	XvsConns     *ebpf.Map `ebpf:"xvs_conns"`
+	XvsConnsNew  *ebpf.Map `ebpf:"xvs_conns_new"`
 	XvsDestStats *ebpf.Map `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
+	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
 	XvsScratch   *ebpf.Map `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
@@ -305,11 +314,14 @@ func (m *XvsMaps) Close() error {
 	return _XvsClose(
 		m.XvsBudget,
 		m.XvsCfg,
+		m.XvsCkey,
 		m.XvsConns,
+		m.XvsConnsNew,
 		m.XvsDestStats,
 		m.XvsDests,
 		m.XvsFrags,
 		m.XvsRconns,
+		m.XvsRconnsNew,
 		m.XvsReasons,
 		m.XvsScratch,
 		m.XvsSvcStats,

@@ -65,7 +65,8 @@ type Options struct {
 	// is not on a bpffs, a bpffs is mounted: on /sys/fs/bpf when Dir is
 	// directly under it, else on Dir itself.
 	Dir string
-	// ConnMax is max_entries of xvs_conns and xvs_rconns. Pinned maps of
+	// ConnMax is max_entries of xvs_conns and xvs_rconns (the half-open pair
+	// gets a quarter of it). Pinned maps of
 	// another size are refused (they cannot be resized in place).
 	ConnMax uint32
 	// Ifaces get the datapath. Interfaces attached by a previous run but
@@ -155,6 +156,9 @@ func Load(opts Options) (_ *Datapath, err error) {
 	}
 	spec.Maps[bpf.XvsMapXvsConns].MaxEntries = opts.ConnMax
 	spec.Maps[bpf.XvsMapXvsRconns].MaxEntries = opts.ConnMax
+	// Half-open conns have their own, smaller pair (see docs/datapath.md).
+	spec.Maps[bpf.XvsMapXvsConnsNew].MaxEntries = max(opts.ConnMax/4, 1)
+	spec.Maps[bpf.XvsMapXvsRconnsNew].MaxEntries = max(opts.ConnMax/4, 1)
 	adopted, err := checkPinnedMaps(spec, opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
@@ -289,7 +293,7 @@ func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string) (adopted bool, err e
 		if cerr == nil {
 			continue
 		}
-		if (name == bpf.XvsMapXvsConns || name == bpf.XvsMapXvsRconns) && have != ms.MaxEntries {
+		if (name == bpf.XvsMapXvsConns || name == bpf.XvsMapXvsRconns || name == bpf.XvsMapXvsConnsNew || name == bpf.XvsMapXvsRconnsNew) && have != ms.MaxEntries {
 			return false, fmt.Errorf("pinned map %s holds %d connections but --conn-max is %d: "+
 				"start with --conn-max %d as before, or run `xvsd down` first (drops all connections): %w",
 				path, have, ms.MaxEntries, have, cerr)

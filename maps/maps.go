@@ -1,11 +1,11 @@
 // Package maps gives typed Go access to every map of the xvs datapath:
-// services, connections (both keys kept together), real-server counters
+// services, connections (both keys kept together, in the half-open or the
+// established pair of tables), real-server counters
 // shared through an mmap, per-CPU statistics, verdict reasons and the
 // daemon's configuration entry.
 package maps
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -26,6 +26,10 @@ var (
 	ErrConnExists = errors.New("connection exists")
 	// ErrNotFound means the key is not in the map.
 	ErrNotFound = errors.New("not found")
+	// ErrConnTableFull means the half-open table (xvs_conns_new) is full
+	// and no room could be made in it: the first packet that wanted the
+	// conn is to be dropped. Established conns are unaffected.
+	ErrConnTableFull = errors.New("half-open connection table full")
 )
 
 // destSize is the stride of xvs_dests in its mmap: sizeof(struct dest),
@@ -44,8 +48,10 @@ var (
 // xvs_dests, and the caller closes the maps.
 type Maps struct {
 	svcs      *ebpf.Map
-	conns     *ebpf.Map
+	conns     *ebpf.Map // main pair: established conns (LRU)
 	rconns    *ebpf.Map
+	nconns    *ebpf.Map // new pair: half-open conns (hash, only Go inserts)
+	nrconns   *ebpf.Map
 	dests     *ebpf.Map
 	svcStats  *ebpf.Map
 	destStats *ebpf.Map
@@ -57,16 +63,21 @@ type Maps struct {
 	// destMem is xvs_dests mapped shared: counters are changed with
 	// atomic operations on it, the same way the datapath changes them,
 	// so no update is lost (a map update would overwrite the whole value).
-	destMem  []byte
-	destMax  uint32
-	cfgMu    sync.Mutex // serialises read-modify-write of xvs_cfg[0]
+	destMem []byte
+	destMax uint32
+	cfgMu   sync.Mutex // serialises read-modify-write of xvs_cfg[0]
+	// halfOpen lists the client-side keys installed into the new pair,
+	// oldest first: the victims when it is full (see makeRoom).
+	halfOpen keyRing
+	evicted  atomic.Uint64 // half-open conns removed to make room
 	closeMu  sync.Mutex
 	isClosed bool
 }
 
 // New wraps loaded maps and mmaps xvs_dests.
 func New(m *bpf.XvsMaps) (*Maps, error) {
-	if m == nil || m.XvsSvcs == nil || m.XvsConns == nil || m.XvsRconns == nil || m.XvsDests == nil ||
+	if m == nil || m.XvsSvcs == nil || m.XvsConns == nil || m.XvsRconns == nil ||
+		m.XvsConnsNew == nil || m.XvsRconnsNew == nil || m.XvsDests == nil ||
 		m.XvsSvcStats == nil || m.XvsDestStats == nil || m.XvsReasons == nil || m.XvsCfg == nil || m.XvsBudget == nil {
 		return nil, errors.New("new maps: missing map")
 	}
@@ -91,6 +102,9 @@ func New(m *bpf.XvsMaps) (*Maps, error) {
 		svcs:      m.XvsSvcs,
 		conns:     m.XvsConns,
 		rconns:    m.XvsRconns,
+		nconns:    m.XvsConnsNew,
+		nrconns:   m.XvsRconnsNew,
+		halfOpen:  keyRing{keys: make([]bpf.XvsConnKey, m.XvsConnsNew.MaxEntries())},
 		dests:     m.XvsDests,
 		svcStats:  m.XvsSvcStats,
 		destStats: m.XvsDestStats,
@@ -270,207 +284,6 @@ type Conn struct {
 	SvcID    uint32
 	DestID   uint32
 	LastSeen time.Duration // bpf_ktime_get_ns clock, see Now
-}
-
-// InstallConn installs a conn under both keys and counts it in its real
-// server's class (InActConn for a new conn in state NONE). The server-side
-// key goes first, so that a reply can never miss a conn the datapath
-// already forwards; the client-side key is added only if absent. When it
-// is present someone else won: ErrConnExists, and the winner's entries stay.
-//
-// A server-side key already used by another conn (same real server and
-// client port reached through two virtual services) is overwritten, the
-// way a newer conn shadows an older one in IPVS's out-lookup.
-//
-// A zero LastSeen is stamped with Now(), so that a conn is not idle
-// before its first packet has been forwarded.
-func (m *Maps) InstallConn(c Conn) error {
-	if c.LastSeen == 0 {
-		c.LastSeen = Now()
-	}
-	ck, sk, v, err := connToBPF(c)
-	if err != nil {
-		return fmt.Errorf("install conn: %w", err)
-	}
-	if err := m.checkDest(c.DestID); err != nil {
-		return fmt.Errorf("install conn: %w", err)
-	}
-	if err := m.rconns.Update(&sk, &ck, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("install conn %s -> %s: server side: %w", c.Client, c.VIP, err)
-	}
-	err = m.conns.Update(&ck, &v, ebpf.UpdateNoExist)
-	if errors.Is(err, ebpf.ErrKeyExist) {
-		// Keep the server-side entry if the winner uses the same one.
-		var cur bpf.XvsConn
-		if lerr := m.conns.Lookup(&ck, &cur); lerr != nil || serverKey(ck, cur) != sk {
-			m.deleteServerKey(sk, ck)
-		}
-		return fmt.Errorf("install conn %s -> %s: %w", c.Client, c.VIP, ErrConnExists)
-	}
-	if err != nil {
-		m.deleteServerKey(sk, ck)
-		return fmt.Errorf("install conn %s -> %s: %w", c.Client, c.VIP, err)
-	}
-	m.addDestConns(c.DestID, c.State, 1)
-	return nil
-}
-
-// deleteServerKey removes sk from xvs_rconns if it still points at ck
-// (another conn may have taken the key over). Errors are not interesting:
-// a missing key is what we want.
-func (m *Maps) deleteServerKey(sk, ck bpf.XvsConnKey) {
-	var cur bpf.XvsConnKey
-	if err := m.rconns.Lookup(&sk, &cur); err != nil || cur != ck {
-		return
-	}
-	_ = m.rconns.Delete(&sk)
-}
-
-// LookupConn finds a conn by its client-side tuple; ErrNotFound if absent.
-func (m *Maps) LookupConn(proto uint8, client, vip netip.AddrPort) (Conn, error) {
-	ck, err := connKeyToBPF(proto, client, vip)
-	if err != nil {
-		return Conn{}, fmt.Errorf("lookup conn: %w", err)
-	}
-	var v bpf.XvsConn
-	if err := m.conns.Lookup(&ck, &v); err != nil {
-		return Conn{}, fmt.Errorf("lookup conn %s -> %s: %w", client, vip, notFound(err))
-	}
-	return connFromBPF(ck, v)
-}
-
-// walkBatch is the number of conns read per BPF_MAP_LOOKUP_BATCH call.
-const walkBatch = 256
-
-// WalkConns calls fn for every conn until fn returns false or ctx is done.
-// It reads the map in batches; a map that changes meanwhile may show a
-// conn twice or not at all, as any hash map walk.
-func (m *Maps) WalkConns(ctx context.Context, fn func(Conn) bool) error {
-	n := walkBatch
-	keys := make([]bpf.XvsConnKey, n)
-	vals := make([]bpf.XvsConn, n)
-	var cursor ebpf.MapBatchCursor
-	first := true
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		got, err := m.conns.BatchLookup(&cursor, keys, vals, nil)
-		done := errors.Is(err, ebpf.ErrKeyNotExist)
-		switch {
-		case err == nil || done:
-		case first && errors.Is(err, ebpf.ErrNotSupported):
-			return m.iterateConns(ctx, fn)
-		case errors.Is(err, unix.ENOSPC) && n < 1<<16:
-			// A hash bucket holds more entries than a batch: grow and
-			// retry from the same cursor.
-			n *= 4
-			keys = make([]bpf.XvsConnKey, n)
-			vals = make([]bpf.XvsConn, n)
-			continue
-		default:
-			return fmt.Errorf("walk conns: %w", err)
-		}
-		first = false
-		for i := range got {
-			c, err := connFromBPF(keys[i], vals[i])
-			if err != nil {
-				continue // a corrupt key is not the walker's problem
-			}
-			if !fn(c) {
-				return nil
-			}
-		}
-		if done {
-			return nil
-		}
-	}
-}
-
-// iterateConns is WalkConns for kernels without batch lookups.
-func (m *Maps) iterateConns(ctx context.Context, fn func(Conn) bool) error {
-	var (
-		k bpf.XvsConnKey
-		v bpf.XvsConn
-	)
-	it := m.conns.Iterate()
-	for it.Next(&k, &v) {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		c, err := connFromBPF(k, v)
-		if err != nil {
-			continue
-		}
-		if !fn(c) {
-			return nil
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("walk conns: %w", err)
-	}
-	return nil
-}
-
-// DeleteConn removes a conn under both keys and takes it out of its real
-// server's counters, by the class of the state that was actually removed
-// (the lookup and the delete are one atomic operation). It returns the
-// removed conn, or ErrNotFound.
-func (m *Maps) DeleteConn(proto uint8, client, vip netip.AddrPort) (Conn, error) {
-	ck, err := connKeyToBPF(proto, client, vip)
-	if err != nil {
-		return Conn{}, fmt.Errorf("delete conn: %w", err)
-	}
-	v, err := m.removeConn(ck)
-	if err != nil {
-		return Conn{}, fmt.Errorf("delete conn %s -> %s: %w", client, vip, err)
-	}
-	return connFromBPF(ck, v)
-}
-
-// removeConn is the shared tail of DeleteConn and DeleteConnIf.
-func (m *Maps) removeConn(ck bpf.XvsConnKey) (bpf.XvsConn, error) {
-	var v bpf.XvsConn
-	if err := m.conns.LookupAndDelete(&ck, &v); err != nil {
-		return v, notFound(err)
-	}
-	m.deleteServerKey(serverKey(ck, v), ck)
-	m.addDestConns(v.DestId, v.State, -1)
-	return v, nil
-}
-
-// DeleteConnIf is the expiry helper: it removes c only if its stored
-// last_seen still equals lastSeen, i.e. no packet refreshed it since the
-// caller decided it was idle. It reports whether it removed the conn; a
-// conn that is gone already is (false, nil).
-//
-// The check and the delete are two syscalls. A packet that refreshes the
-// conn between them (a window of about a microsecond, at the very moment
-// the conn has been idle for its whole timeout) still sees it removed; it
-// is not reinstalled, and the flow's next packet is treated as a new one,
-// just as IPVS's expiry timer races with a late packet.
-func (m *Maps) DeleteConnIf(c Conn, lastSeen time.Duration) (bool, error) {
-	ck, err := connKeyToBPF(c.Proto, c.Client, c.VIP)
-	if err != nil {
-		return false, fmt.Errorf("expire conn: %w", err)
-	}
-	var cur bpf.XvsConn
-	if err := m.conns.Lookup(&ck, &cur); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return false, nil
-		}
-		return false, fmt.Errorf("expire conn %s -> %s: %w", c.Client, c.VIP, err)
-	}
-	if cur.LastSeen != uint64(lastSeen) {
-		return false, nil
-	}
-	if _, err := m.removeConn(ck); err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return false, nil
-		}
-		return false, fmt.Errorf("expire conn %s -> %s: %w", c.Client, c.VIP, err)
-	}
-	return true, nil
 }
 
 // Stats are IPVS's five counters of a service or real server.

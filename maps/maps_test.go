@@ -18,7 +18,13 @@ import (
 
 // newTestMaps loads the datapath's maps unpinned, so tests never touch a
 // bpffs, and wraps them.
-func newTestMaps(t *testing.T) (*Maps, *bpf.XvsMaps) {
+func newTestMaps(t testing.TB) (*Maps, *bpf.XvsMaps) {
+	t.Helper()
+	return newTestMapsSized(t, 8192)
+}
+
+// newTestMapsSized is newTestMaps with a new pair of newMax entries.
+func newTestMapsSized(t testing.TB, newMax uint32) (*Maps, *bpf.XvsMaps) {
 	t.Helper()
 	testutil.NeedRoot(t)
 	spec, err := bpf.LoadXvs()
@@ -30,6 +36,8 @@ func newTestMaps(t *testing.T) (*Maps, *bpf.XvsMaps) {
 	}
 	spec.Maps[bpf.XvsMapXvsConns].MaxEntries = 8192
 	spec.Maps[bpf.XvsMapXvsRconns].MaxEntries = 8192
+	spec.Maps[bpf.XvsMapXvsConnsNew].MaxEntries = newMax
+	spec.Maps[bpf.XvsMapXvsRconnsNew].MaxEntries = newMax
 	var raw bpf.XvsMaps
 	if err := spec.LoadAndAssign(&raw, nil); err != nil {
 		t.Fatalf("load maps: %v", err)
@@ -105,10 +113,12 @@ func TestConnLifecycle(t *testing.T) {
 			if err != nil || got != c {
 				t.Fatalf("LookupConn = %+v, %v; want %+v", got, err, c)
 			}
+			// A new conn is in the new pair only.
+			wantPair(t, raw, c, pairNew)
 			// The server-side key maps back to the client-side key.
 			ck, sk, _, _ := connToBPF(c)
 			var back bpf.XvsConnKey
-			if err := raw.XvsRconns.Lookup(&sk, &back); err != nil || back != ck {
+			if err := raw.XvsRconnsNew.Lookup(&sk, &back); err != nil || back != ck {
 				t.Fatalf("rconns lookup = %+v, %v; want %+v", back, err, ck)
 			}
 
@@ -119,10 +129,10 @@ func TestConnLifecycle(t *testing.T) {
 				t.Fatalf("second InstallConn = %v, want ErrConnExists", err)
 			}
 			_, lsk, _, _ := connToBPF(loser)
-			if err := raw.XvsRconns.Lookup(&lsk, &back); !errors.Is(err, ebpf.ErrKeyNotExist) {
+			if err := raw.XvsRconnsNew.Lookup(&lsk, &back); !errors.Is(err, ebpf.ErrKeyNotExist) {
 				t.Errorf("loser's server-side key left behind: %v", err)
 			}
-			if err := raw.XvsRconns.Lookup(&sk, &back); err != nil {
+			if err := raw.XvsRconnsNew.Lookup(&sk, &back); err != nil {
 				t.Errorf("winner's server-side key removed: %v", err)
 			}
 			wantDestConns(t, m, c.DestID, 0, 1)
@@ -132,7 +142,7 @@ func TestConnLifecycle(t *testing.T) {
 				t.Fatalf("DeleteConn = %+v, %v; want %+v", removed, err, c)
 			}
 			wantDestConns(t, m, c.DestID, 0, 0)
-			if err := raw.XvsRconns.Lookup(&sk, &back); !errors.Is(err, ebpf.ErrKeyNotExist) {
+			if err := raw.XvsRconnsNew.Lookup(&sk, &back); !errors.Is(err, ebpf.ErrKeyNotExist) {
 				t.Errorf("rconns key still there after delete: %v", err)
 			}
 			if _, err := m.LookupConn(c.Proto, c.Client, c.VIP); !errors.Is(err, ErrNotFound) {
@@ -153,9 +163,13 @@ func datapathSetState(t *testing.T, m *Maps, raw *bpf.XvsMaps, c Conn, state uin
 	if err != nil {
 		t.Fatal(err)
 	}
+	tbl := raw.XvsConns
 	var v bpf.XvsConn
-	if err := raw.XvsConns.Lookup(&ck, &v); err != nil {
-		t.Fatal(err)
+	if err := tbl.Lookup(&ck, &v); err != nil {
+		tbl = raw.XvsConnsNew
+		if err := tbl.Lookup(&ck, &v); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if Active(v.State) != Active(state) {
 		m.addDestConns(v.DestId, v.State, -1)
@@ -164,7 +178,7 @@ func datapathSetState(t *testing.T, m *Maps, raw *bpf.XvsMaps, c Conn, state uin
 	v.State = state
 	v.Flags = 0
 	v.LastSeen = uint64(lastSeen)
-	if err := raw.XvsConns.Put(&ck, &v); err != nil {
+	if err := tbl.Put(&ck, &v); err != nil {
 		t.Fatal(err)
 	}
 }

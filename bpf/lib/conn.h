@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * conn.h: connection lookup (client side, then server side) and the
- * per-packet bookkeeping of a hit: the CONN_F_NEW claim, the TCP state with
- * ActiveConn/InActConn, last_seen and the statistics.
+ * conn.h: connection lookup (client side, then server side; main pair,
+ * then new pair) and the per-packet bookkeeping of a hit: the CONN_F_NEW
+ * claim, the TCP state with ActiveConn/InActConn, last_seen, the
+ * statistics and the promotion of an established conn from the new pair
+ * (xvs_conns_new/xvs_rconns_new, half-open, filled by the daemon) to the
+ * main pair (xvs_conns/xvs_rconns, LRU).
  *
  * Races: dport, state and flags of struct conn share one aligned 32-bit
  * word (bytes 16..19, little endian: state in bits 16..23, flags in 24..31).
@@ -14,6 +17,7 @@
 #define XVS_CONN_H
 
 #include <linux/bpf.h>
+#include <linux/errno.h>
 #include <bpf/bpf_helpers.h>
 #include "../maps.h"
 #include "parse.h"
@@ -26,29 +30,32 @@
 
 /* A packet's connection. */
 struct hit {
-	struct conn *c;          /* value in xvs_conns */
+	struct conn *c;          /* value in xvs_conns or xvs_conns_new */
 	struct conn_key *ckey;   /* its client-side key: VIP:vport in daddr/dport */
 	struct dest *d;          /* xvs_dests[c->dest_id], NULL if out of range */
 	int out;                 /* 0: client -> server, 1: server -> client */
 	int avail;               /* d has DEST_F_AVAILABLE */
+	int fresh;               /* c is in the new pair (xvs_conns_new) */
 };
 
-/* conn_find: looks the packet's tuple up as a client-side key, then as a
- * server-side key. Returns 1 with h->c, h->ckey and h->out set, or 0. */
-static __always_inline int conn_find(struct pkt *p, struct hit *h)
+/* conn_find_in: conn_find in one pair of tables. A server-side key whose
+ * client-side key is not in conns is a miss here (the conn may be in the
+ * other pair: a newer conn shadows an older one's server-side key). */
+static __always_inline int conn_find_in(void *conns, void *rconns,
+					struct pkt *p, struct hit *h)
 {
 	struct conn_key *ckey;
 
-	h->c = bpf_map_lookup_elem(&xvs_conns, &p->key);
+	h->c = bpf_map_lookup_elem(conns, &p->key);
 	if (h->c) {
 		h->ckey = &p->key;
 		h->out = 0;
 		return 1;
 	}
-	ckey = bpf_map_lookup_elem(&xvs_rconns, &p->key);
+	ckey = bpf_map_lookup_elem(rconns, &p->key);
 	if (!ckey)
 		return 0;
-	h->c = bpf_map_lookup_elem(&xvs_conns, ckey);
+	h->c = bpf_map_lookup_elem(conns, ckey);
 	if (!h->c)
 		return 0;
 	h->ckey = ckey;
@@ -56,17 +63,53 @@ static __always_inline int conn_find(struct pkt *p, struct hit *h)
 	return 1;
 }
 
+/* conn_fresh: finishes a hit in the new pair: h->ckey becomes the per-CPU
+ * copy in xvs_ckey (valid until this program ends). Returns 1, or 0 if
+ * there is no copy to be had. */
+static __always_inline int conn_fresh(struct hit *h)
+{
+	struct conn_key *ck;
+	__u32 zero = 0;
+
+	ck = bpf_map_lookup_elem(&xvs_ckey, &zero);
+	if (!ck)
+		return 0;
+	__builtin_memcpy(ck, h->ckey, sizeof(*ck));
+	h->ckey = ck;
+	h->fresh = 1;
+	return 1;
+}
+
+/* conn_find: looks the packet's tuple up as a client-side key, then as a
+ * server-side key, in the main pair, then in the new pair: an established
+ * conn costs the lookups it always did. Returns 1 with h->c, h->ckey,
+ * h->out and h->fresh set, or 0. */
+static __always_inline int conn_find(struct pkt *p, struct hit *h)
+{
+	h->fresh = 0;
+	if (conn_find_in(&xvs_conns, &xvs_rconns, p, h))
+		return 1;
+	if (!conn_find_in(&xvs_conns_new, &xvs_rconns_new, p, h))
+		return 0;
+	return conn_fresh(h);
+}
+
 /* conn_by_ckey: the conn of client-side key ckey (a value in another map)
- * in direction out. Returns 1 with h->c, h->ckey and h->out set, or 0. */
+ * in direction out, main pair first. Returns 1 with h->c, h->ckey, h->out
+ * and h->fresh set, or 0. */
 static __always_inline int conn_by_ckey(struct conn_key *ckey, int out,
 					struct hit *h)
 {
-	h->c = bpf_map_lookup_elem(&xvs_conns, ckey);
-	if (!h->c)
-		return 0;
+	h->fresh = 0;
 	h->ckey = ckey;
 	h->out = out;
-	return 1;
+	h->c = bpf_map_lookup_elem(&xvs_conns, ckey);
+	if (h->c)
+		return 1;
+	h->c = bpf_map_lookup_elem(&xvs_conns_new, ckey);
+	if (!h->c)
+		return 0;
+	return conn_fresh(h);
 }
 
 /* conn_admit: whether a hit may be forwarded. Returns XVS_CONTINUE or
@@ -142,9 +185,98 @@ static __always_inline void conn_state(struct hit *h, __u8 flags)
 	}
 }
 
+/* conn_key_eq: whether two conn keys are equal. Both must be 8-byte
+ * aligned (map values). */
+static __always_inline int conn_key_eq(const struct conn_key *a,
+				       const struct conn_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	_Static_assert(sizeof(*a) == 40, "conn_key is five words");
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) |
+		(x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
+}
+
+/* conn_rkey: the server-side key of conn c with client-side key ckey. */
+static __always_inline void conn_rkey(struct conn_key *rk,
+				      const struct conn_key *ckey,
+				      const struct conn *c)
+{
+	__builtin_memcpy(rk->saddr, c->daddr, 16);
+	__builtin_memcpy(rk->daddr, ckey->saddr, 16);
+	rk->sport = c->dport;
+	rk->dport = ckey->sport;
+	rk->proto = ckey->proto;
+	rk->family = ckey->family;
+}
+
+/* conn_ready: whether a conn of the new pair is established: a TCP conn
+ * in ESTABLISHED, a UDP conn the real server answered (this packet). */
+static __always_inline int conn_ready(struct pkt *p, struct hit *h)
+{
+	if (!h->fresh)
+		return 0;
+	if (p->key.proto == IPPROTO_TCP)
+		return *(volatile __u8 *)&h->c->state == STATE_ESTABLISHED;
+	return h->out;
+}
+
+/* conn_promote: moves an established conn from the new pair to the main
+ * one: client-side key into xvs_conns (BPF_NOEXIST), server-side key into
+ * xvs_rconns, then both out of the new pair. Inserting before deleting
+ * means a packet on another CPU always finds the conn in one pair or the
+ * other. The dest's counters do not move: one conn, counted once.
+ *
+ * -EEXIST from xvs_conns is another CPU that promoted the same conn first
+ * (same real server: delete the new copy as it did) or an unrelated older
+ * conn with the same client-side key (leave ours where it is; the daemon
+ * expires one of them). On success h points at the main pair's copy and
+ * keys, so that nothing after this reads the freed new entries. The
+ * server-side key is built in the per-CPU scratch (xvs_scratch), not on
+ * the stack, which the hit path has used up; nothing else holds the
+ * scratch across this call. */
+static __always_inline void conn_promote(struct pkt *p, struct hit *h)
+{
+	struct conn_key *ckey, *rv, *rk, *rk2;
+	struct conn *m;
+	__u32 zero = 0;
+	long err;
+
+	if (!conn_ready(p, h))
+		return;
+	rk = bpf_map_lookup_elem(&xvs_scratch, &zero);
+	if (!rk)
+		return;
+	__builtin_memset(rk, 0, sizeof(*rk));
+	ckey = h->ckey;
+	conn_rkey(rk, ckey, h->c);
+	err = bpf_map_update_elem(&xvs_conns, ckey, h->c, BPF_NOEXIST);
+	if (err && err != -EEXIST)
+		return;
+	m = bpf_map_lookup_elem(&xvs_conns, ckey);
+	if (!m || m->dest_id != h->c->dest_id || m->dport != h->c->dport)
+		return;
+	if (bpf_map_update_elem(&xvs_rconns, rk, ckey, BPF_ANY))
+		return;
+	rv = bpf_map_lookup_elem(&xvs_rconns, rk);
+	if (!rv)
+		return;
+	bpf_map_delete_elem(&xvs_conns_new, ckey);
+	rk2 = bpf_map_lookup_elem(&xvs_rconns_new, rk);
+	if (rk2 && conn_key_eq(rk2, ckey))
+		bpf_map_delete_elem(&xvs_rconns_new, rk);
+	/* Back to the kinds of key pointer a main-pair hit has: the
+	 * packet's own tuple (client side) or xvs_rconns' value. */
+	h->c = m;
+	h->ckey = h->out ? rv : &p->key;
+	h->fresh = 0;
+}
+
 /* conn_account: the bookkeeping of one forwarded packet of a hit. Stats,
  * the new conn included, count only while the real server is available
- * (IPVS does the same); CONN_F_NEW stays set until they do. */
+ * (IPVS does the same); CONN_F_NEW stays set until they do. A conn of the
+ * new pair that this packet establishes moves to the main pair; h then
+ * points there. */
 static __always_inline void conn_account(struct pkt *p, struct hit *h)
 {
 	int new = h->avail ? conn_claim_new(h->c) : 0;
@@ -154,6 +286,7 @@ static __always_inline void conn_account(struct pkt *p, struct hit *h)
 	h->c->last_seen = bpf_ktime_get_ns();
 	if (h->avail)
 		stats_add(h->c->svc_id, h->c->dest_id, h->out, p->ip_len, new);
+	conn_promote(p, h);
 }
 
 /* conn_touch: the bookkeeping of a packet of a hit that is no TCP segment

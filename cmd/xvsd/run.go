@@ -376,6 +376,7 @@ func datapathCounters(m *maps.Maps, p *ctl.PuntStats) ([]ctl.Counter, error) {
 		ctl.Counter{Name: "punt_malformed", Value: p.Malformed.Load()},
 		ctl.Counter{Name: "punt_errors", Value: p.Errors.Load()},
 		ctl.Counter{Name: "punt_reused", Value: p.Reused.Load()},
+		ctl.Counter{Name: "half_open_evicted", Value: m.HalfOpenEvicted()},
 		ctl.Counter{Name: "punt_icmp_sent", Value: p.ICMPSent.Load()},
 		ctl.Counter{Name: "punt_icmp_limited", Value: p.ICMPLimit.Load()},
 	), nil
