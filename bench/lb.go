@@ -243,7 +243,8 @@ func (x *XVS) Start(ctx context.Context, tp *Topo) error {
 	}
 	x.cmd = tp.Dir.Exec(context.Background(), filepath.Join(x.Bin, "xvsd"),
 		"--iface", extIf, "--iface", intIf, "--mode", x.Mode, "--socket", x.sock,
-		"--bpffs", x.bpffs, "--tap", x.tap, "--state", x.state, "--metrics", xvsMetrics)
+		"--bpffs", x.bpffs, "--tap", x.tap, "--state", x.state, "--metrics", xvsMetrics,
+		"--first-packet-rate", fmt.Sprint(FirstPacketBudget), "--first-packet-burst", fmt.Sprint(FirstPacketBudget/10))
 	x.cmd.Stdout, x.cmd.Stderr = x.log, x.log
 	if err := x.cmd.Start(); err != nil {
 		return errors.Join(fmt.Errorf("start xvsd: %w", err), x.Stop())

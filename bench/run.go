@@ -51,6 +51,12 @@ func DefaultConfig() Config {
 var Rows = []Row{
 	{Label: "UDP 64 B, established flows, Mpps at the real servers (xvs XDP)", Key: "udp_est_pps", XVS: "xvs", Scale: 1e-6, Prec: 3},
 	{Label: "same, xvs in TC mode", Key: "udp_est_pps", XVS: "xvs-tc", Scale: 1e-6, Prec: 3},
+	{Label: "  under a first-packet flood, same generator CPU: Mpps received (xvs XDP)", Key: "flood_est_pps", XVS: "xvs", Scale: 1e-6, Prec: 3},
+	{Label: "  Mpps the established generator sent, no flood", Key: "udp_est_sent_pps", XVS: "xvs", Scale: 1e-6, Prec: 3},
+	{Label: "  Mpps it sent during the flood (it shares its CPU with the flood)", Key: "flood_est_sent_pps", XVS: "xvs", Scale: 1e-6, Prec: 3},
+	{Label: "  delivered share of sent under the flood", Key: "flood_est_delivery", XVS: "xvs", Prec: 3},
+	{Label: "  without the flood, the same generator pairing: delivered share", Key: "est_delivery", XVS: "xvs", Prec: 3},
+	{Label: "  the flood, first packets/s offered (budget 20000/s)", Key: "flood_est_flood_pps", XVS: "xvs", Prec: 0, NoRatio: true},
 	{Label: "new TCP connections/s, Connection: close (xvs XDP)", Key: "conn_rate", XVS: "xvs", Prec: 0},
 	{Label: "  p50 latency, µs", Key: "conn_p50_us", XVS: "xvs", Prec: 0},
 	{Label: "  p99 latency, µs", Key: "conn_p99_us", XVS: "xvs", Prec: 0},
@@ -282,8 +288,25 @@ func runUDP(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer
 	if err != nil {
 		fail("established-flow rate", err)
 	}
+	for _, r := range est {
+		res.Add("est_delivery", name, "ratio", float64(r.Received)/max(float64(r.Sent), 1))
+	}
 	if name == "ref" {
 		return // no first-packet path
+	}
+	// Established flows while first packets flood the director at about
+	// 5x xvsd's first-packet budget (the paced sender's ceiling here).
+	fl, err := env.EstablishedUnderFlood(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, genCPU, salt, 5*FirstPacketBudget)
+	for _, r := range fl {
+		res.Add("flood_est_delivery", name, "ratio", r.DeliveryRatio())
+		res.Add("flood_est_pps", name, "pps", r.PPS())
+		res.Add("flood_est_sent_pps", name, "pps", r.SentPPS())
+		res.Add("flood_est_flood_pps", name, "pps", r.FloodPPS())
+		t.Logf("%s: established %d flows under a flood of %.0f first packets/s: %.0f pps received of %.0f sent (%.3f), %d flood packets forwarded",
+			name, r.Flows, r.FloodPPS(), r.PPS(), r.SentPPS(), r.DeliveryRatio(), r.FloodFwd)
+	}
+	if err != nil {
+		fail("established flows under a flood", err)
 	}
 	// The first-packet path shares the director's CPU with xvsd's punt
 	// workers: no real-time priority for the director's receive thread.

@@ -247,3 +247,78 @@ func diffEvents(before, after map[string]float64) map[string]float64 {
 	}
 	return out
 }
+
+// FirstPacketBudget is the global first-packet budget (per second) xvsd
+// runs with in the benchmark: low enough that the paced sender can flood
+// well beyond it on this machine.
+const FirstPacketBudget = 20000
+
+// FloodResult is one repetition of established flows under a flood of
+// first packets.
+type FloodResult struct {
+	EstablishedResult
+	FloodSent     uint64 // first packets the paced sender wrote
+	FloodFwd      uint64 // of those, forwarded (one per conn created)
+	FloodDuration time.Duration
+}
+
+// FloodPPS is the rate of the flood.
+func (r FloodResult) FloodPPS() float64 { return rate(r.FloodSent, r.FloodDuration) }
+
+// DeliveryRatio is the share of the established generator's packets that
+// reached the real servers.
+func (r FloodResult) DeliveryRatio() float64 {
+	if r.Sent == 0 {
+		return 0
+	}
+	return float64(r.Received) / float64(r.Sent)
+}
+
+// EstablishedUnderFlood measures established flows as Established does
+// while a paced sender floods new flows at floodPPS from the same CPU
+// (the other one is the director's). The sink counts both kinds of
+// packets, so the flood's forwarded first packets (one per connection the
+// balancer created) are taken off. The two generators share a CPU, so the
+// established rate falls with the flood whatever the director does; the
+// delivery ratio (received / sent) is what shows the director's part.
+func (e *udpEnv) EstablishedUnderFlood(ctx context.Context, flows int, d time.Duration, reps int, cpu int, salt uint32, floodPPS float64) ([]FloodResult, error) {
+	g, err := NewGenerator(e.tp, GenConfig{Flows: uint32(flows), Sport: 20000}, e.tp.Addrs.Gen, e.lb.Target(udpPort))
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	if _, err := e.warmFlows(ctx, g, flows, 10); err != nil {
+		return nil, err
+	}
+	ps := NewPacedSender(e.tp, e.lb.Target(udpPort), salt+2<<25)
+	var out []FloodResult
+	for range reps {
+		sch0, hasSched := e.lb.Scheduled()
+		p0 := ps.Sent()
+		type run struct {
+			el  time.Duration
+			err error
+		}
+		done := make(chan run, 1)
+		go func() {
+			el, err := ps.Run(ctx, cpu, floodPPS, d)
+			done <- run{el, err}
+		}()
+		r, err := e.measure(ctx, g, []int{cpu}, d)
+		fr := <-done
+		if err == nil {
+			err = fr.err
+		}
+		if err != nil {
+			return out, err
+		}
+		res := FloodResult{EstablishedResult: r, FloodSent: ps.Sent() - p0, FloodDuration: fr.el}
+		res.Flows = flows
+		if sch1, _ := e.lb.Scheduled(); hasSched {
+			res.FloodFwd = sch1 - sch0
+			res.Received -= min(res.Received, res.FloodFwd)
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
