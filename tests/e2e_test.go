@@ -530,56 +530,31 @@ func TestRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		var written atomic.Int64
-		type result struct {
-			r   testutil.StreamResult
-			err error
-		}
-		sent := make(chan result, 1)
-		// 24 MiB in 32 KiB chunks with 5 ms pauses: several seconds long.
-		go func() {
-			r, err := testutil.WriteStream(ctx, conn, testutil.StreamConfig{Total: 24 << 20, Chunk: 32 << 10, Pause: 5 * time.Millisecond, Seed: 9}, &written)
-			sent <- result{r, err}
-		}()
+		st := startStream(ctx, conn, testutil.StreamConfig{Total: 24 << 20, Chunk: 32 << 10, Pause: 5 * time.Millisecond, Seed: 9})
 		waitFor := func(what string, cond func() bool) {
 			t.Helper()
 			deadline := time.After(20 * time.Second)
 			for !cond() {
 				select {
 				case <-ctx.Done():
-					t.Fatalf("waiting for %s: %v (written %d)", what, ctx.Err(), written.Load())
+					t.Fatalf("waiting for %s: %v (written %d)", what, ctx.Err(), st.written.Load())
 				case <-deadline:
-					t.Fatalf("waiting for %s: stalled for 20s at %d bytes written", what, written.Load())
+					t.Fatalf("waiting for %s: stalled for 20s at %d bytes written", what, st.written.Load())
 				case <-time.After(10 * time.Millisecond):
 				}
 			}
 		}
-		waitFor("4 MiB before the kill", func() bool { return written.Load() >= 4<<20 })
+		waitFor("4 MiB before the kill", func() bool { return st.written.Load() >= 4<<20 })
 		d.kill9()
-		atKill := written.Load()
+		atKill := st.written.Load()
 		// Established flows keep going while no daemon runs.
-		waitFor("2 MiB more while xvsd is down", func() bool { return written.Load() >= atKill+2<<20 })
+		waitFor("2 MiB more while xvsd is down", func() bool { return st.written.Load() >= atKill+2<<20 })
 		d.restart()
 		if got := d.must("-S", "-n"); got != saved {
 			t.Errorf("service table after restart:\n%s\nwant:\n%s", got, saved)
 		}
 
-		var s result
-		select {
-		case s = <-sent:
-		case <-ctx.Done():
-			t.Fatalf("stream did not finish: %v (written %d)", ctx.Err(), written.Load())
-		}
-		if s.err != nil {
-			t.Fatalf("stream writer: %v", s.err)
-		}
-		r, err := sink.Next(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Err != nil || r.Bytes != s.r.Bytes || r.Sum != s.r.Sum {
-			t.Errorf("received %d bytes (read error %v, sha256 match %v), sent %d", r.Bytes, r.Err, r.Sum == s.r.Sum, s.r.Bytes)
-		}
+		st.verify(ctx, t, sink)
 
 		// And new connections work with the restarted daemon.
 		conn2, err := testutil.Dial(ctx, tp.Client, netip.Addr{}, netip.MustParseAddrPort(svc))

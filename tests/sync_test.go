@@ -362,18 +362,7 @@ func TestSyncFailover(t *testing.T) {
 
 	// 100 idle connections, each answered once.
 	const idle = 100
-	var hcs []*testutil.HTTPConn
-	for i := range idle {
-		hc, err := testutil.DialHTTP(ctx, h.cli, netip.Addr{}, netip.MustParseAddrPort(haVIP+":80"))
-		if err != nil {
-			t.Fatalf("idle connection %d: %v", i, err)
-		}
-		t.Cleanup(func() { hc.Close() })
-		if _, err := hc.Get(ctx); err != nil {
-			t.Fatalf("idle connection %d: first request: %v", i, err)
-		}
-		hcs = append(hcs, hc)
-	}
+	hcs := openIdle(ctx, t, h.cli, netip.MustParseAddrPort(haVIP+":80"), idle)
 
 	// The transfer: 64 MiB in 32 KiB chunks, 8 ms apart (at least 16 s).
 	conn, err := testutil.Dial(ctx, h.cli, netip.Addr{}, netip.MustParseAddrPort(haVIP+":9000"))
@@ -382,16 +371,7 @@ func TestSyncFailover(t *testing.T) {
 	}
 	defer conn.Close()
 	cfg := testutil.StreamConfig{Total: 64 << 20, Chunk: 32 << 10, Pause: 8 * time.Millisecond, Seed: 8}
-	var written atomic.Int64
-	type result struct {
-		r   testutil.StreamResult
-		err error
-	}
-	sent := make(chan result, 1)
-	go func() {
-		r, err := testutil.WriteStream(ctx, conn, cfg, &written)
-		sent <- result{r, err}
-	}()
+	st := startStream(ctx, conn, cfg)
 	src := conn.LocalAddr().String()
 	onA := findConn(conns(t, a), src, haVIP+":9000")
 	if onA == nil {
@@ -430,12 +410,12 @@ func TestSyncFailover(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if n := written.Load(); n >= cfg.Total/2 {
+	if n := st.written.Load(); n >= cfg.Total/2 {
 		t.Fatalf("transfer %d of %d bytes done before the failover: too fast for the test", n, cfg.Total)
 	}
 
 	// Failover.
-	atFailover := written.Load()
+	atFailover := st.written.Load()
 	for _, step := range []struct {
 		ns   *testutil.NetNS
 		args []string
@@ -464,14 +444,14 @@ func TestSyncFailover(t *testing.T) {
 		for !cond() {
 			select {
 			case <-ctx.Done():
-				t.Fatalf("waiting for %s: %v (written %d)", what, ctx.Err(), written.Load())
+				t.Fatalf("waiting for %s: %v (written %d)", what, ctx.Err(), st.written.Load())
 			case <-deadline:
-				t.Fatalf("waiting for %s: stalled for 30s at %d bytes written", what, written.Load())
+				t.Fatalf("waiting for %s: stalled for 30s at %d bytes written", what, st.written.Load())
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
 	}
-	waitFor("4 MiB more through B", func() bool { return written.Load() >= atFailover+4<<20 })
+	waitFor("4 MiB more through B", func() bool { return st.written.Load() >= atFailover+4<<20 })
 
 	// The idle connections answer through B.
 	var ok atomic.Int64
@@ -496,22 +476,7 @@ func TestSyncFailover(t *testing.T) {
 		t.Errorf("%d of %d idle connections answered after the failover, want at least %d; failures: %v", ok.Load(), idle, idle-1, failures)
 	}
 
-	var s result
-	select {
-	case s = <-sent:
-	case <-ctx.Done():
-		t.Fatalf("transfer did not finish: %v (written %d)", ctx.Err(), written.Load())
-	}
-	if s.err != nil {
-		t.Fatalf("transfer: %v", s.err)
-	}
-	r, err := sink.Next(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Err != nil || r.Bytes != s.r.Bytes || r.Sum != s.r.Sum {
-		t.Errorf("received %d bytes (read error %v, sha256 match %v), sent %d", r.Bytes, r.Err, r.Sum == s.r.Sum, s.r.Bytes)
-	}
+	st.verify(ctx, t, sink)
 
 	// New connections are scheduled by B.
 	c := testutil.NewHTTPClient(h.cli, netip.Addr{})
@@ -929,34 +894,14 @@ func TestKeepalivedFailover(t *testing.T) {
 	}
 
 	const idle = 20
-	var hcs []*testutil.HTTPConn
-	for i := range idle {
-		hc, err := testutil.DialHTTP(ctx, h.cli, netip.Addr{}, netip.MustParseAddrPort(haVIP+":80"))
-		if err != nil {
-			t.Fatalf("idle connection %d: %v", i, err)
-		}
-		t.Cleanup(func() { hc.Close() })
-		if _, err := hc.Get(ctx); err != nil {
-			t.Fatalf("idle connection %d: %v", i, err)
-		}
-		hcs = append(hcs, hc)
-	}
+	hcs := openIdle(ctx, t, h.cli, netip.MustParseAddrPort(haVIP+":80"), idle)
 	conn, err := testutil.Dial(ctx, h.cli, netip.Addr{}, netip.MustParseAddrPort(haVIP+":9000"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	cfg := testutil.StreamConfig{Total: 48 << 20, Chunk: 32 << 10, Pause: 8 * time.Millisecond, Seed: 11}
-	var written atomic.Int64
-	type result struct {
-		r   testutil.StreamResult
-		err error
-	}
-	sent := make(chan result, 1)
-	go func() {
-		r, err := testutil.WriteStream(ctx, conn, cfg, &written)
-		sent <- result{r, err}
-	}()
+	st := startStream(ctx, conn, cfg)
 	src := conn.LocalAddr().String()
 	onA := findConn(conns(t, a), src, haVIP+":9000")
 	if onA == nil {
@@ -971,12 +916,12 @@ func TestKeepalivedFailover(t *testing.T) {
 		}
 		return have == idle+1
 	})
-	if written.Load() >= cfg.Total/2 {
-		t.Fatalf("transfer %d of %d bytes done before the failover: too fast for the test", written.Load(), cfg.Total)
+	if st.written.Load() >= cfg.Total/2 {
+		t.Fatalf("transfer %d of %d bytes done before the failover: too fast for the test", st.written.Load(), cfg.Total)
 	}
 
 	// A dies: links down, xvsd killed. keepalived moves the addresses.
-	atFailover := written.Load()
+	atFailover := st.written.Load()
 	for _, ifname := range []string{testutil.DirectorExtIf, testutil.DirectorIntIf} {
 		if err := h.a.IP("link", "set", ifname, "down"); err != nil {
 			t.Fatal(err)
@@ -987,7 +932,7 @@ func TestKeepalivedFailover(t *testing.T) {
 		return hasAddr(h.b, testutil.DirectorExtIf, haVIP) && hasAddr(h.b, testutil.DirectorIntIf, haGW) &&
 			strings.HasPrefix(daemons(b), "master sync daemon (mcast=sync0, syncid=1")
 	})
-	waitUntil("4 MiB more through B", 30*time.Second, func() bool { return written.Load() >= atFailover+4<<20 })
+	waitUntil("4 MiB more through B", 30*time.Second, func() bool { return st.written.Load() >= atFailover+4<<20 })
 
 	var ok atomic.Int64
 	var wg sync.WaitGroup
@@ -1004,20 +949,5 @@ func TestKeepalivedFailover(t *testing.T) {
 	if ok.Load() < idle-1 {
 		t.Errorf("%d of %d idle connections answered after the failover, want at least %d", ok.Load(), idle, idle-1)
 	}
-	var s result
-	select {
-	case s = <-sent:
-	case <-ctx.Done():
-		t.Fatalf("transfer did not finish: %v (written %d)", ctx.Err(), written.Load())
-	}
-	if s.err != nil {
-		t.Fatalf("transfer: %v", s.err)
-	}
-	r, err := sinks[onA.Dest].Next(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Err != nil || r.Bytes != s.r.Bytes || r.Sum != s.r.Sum {
-		t.Errorf("received %d bytes (read error %v, sha256 match %v), sent %d", r.Bytes, r.Err, r.Sum == s.r.Sum, s.r.Bytes)
-	}
+	st.verify(ctx, t, sinks[onA.Dest])
 }
