@@ -39,9 +39,9 @@ func (t *Table) serviceEntry(s *service) (ipvsadm.ServiceEntry, error) {
 		return ipvsadm.ServiceEntry{}, fmt.Errorf("service %v stats: %w", s.cfg.Addr, err)
 	}
 	e := ipvsadm.ServiceEntry{Service: s.cfg, Stats: sub(st, s.zero), Rate: s.est.rate()}
-	persist := make(map[string]int)
+	persist := make(map[netip.AddrPort]int)
 	for _, di := range s.pool.Dests() {
-		persist[di.Addr.String()] = di.PersistConns
+		persist[di.Addr] = di.PersistConns
 	}
 	for _, d := range s.dests {
 		st, err := t.dp.DestStats(d.id)
@@ -53,7 +53,7 @@ func (t *Table) serviceEntry(s *service) (ipvsadm.ServiceEntry, error) {
 			Dest:         d.cfg,
 			ActiveConns:  max(a, 0),
 			InactConns:   max(i, 0),
-			PersistConns: int64(persist[d.cfg.Addr.String()]),
+			PersistConns: int64(persist[d.cfg.Addr]),
 			Stats:        sub(st, d.zero),
 			Rate:         d.est.rate(),
 		})

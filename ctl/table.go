@@ -425,6 +425,7 @@ func (c counters) Inactive() int64 { _, i := c.dp.DestConns(c.id); return i }
 // idPool hands out the smallest free id below max.
 type idPool struct {
 	used []bool
+	n    int // ids in use
 }
 
 func newIDPool(max int) idPool { return idPool{used: make([]bool, max)} }
@@ -433,6 +434,7 @@ func (p *idPool) get() (uint32, bool) {
 	for i, u := range p.used {
 		if !u {
 			p.used[i] = true
+			p.n++
 			return uint32(i), true
 		}
 	}
@@ -444,21 +446,15 @@ func (p *idPool) take(id uint32) bool {
 		return false
 	}
 	p.used[id] = true
+	p.n++
 	return true
 }
 
 func (p *idPool) put(id uint32) {
-	if int(id) < len(p.used) {
+	if int(id) < len(p.used) && p.used[id] {
 		p.used[id] = false
+		p.n--
 	}
 }
 
-func (p *idPool) count() int {
-	n := 0
-	for _, u := range p.used {
-		if u {
-			n++
-		}
-	}
-	return n
-}
+func (p *idPool) count() int { return p.n }
