@@ -11,13 +11,13 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/xvsd ./cmd/xvsadm
 
-# Regenerates bpf/xvs_bpfel.{go,o}; refuses another clang major so that the
+# Regenerates the bpf2go bindings (bpf/, bpf/expire/, bpf/install/, bench/); refuses another clang major so that the
 # committed object stays reproducible.
 generate: deps-generate
 	@v=$$(clang -dumpversion | cut -d. -f1); \
 	if [ "$$v" != "$(CLANG_MAJOR)" ]; then \
 		echo "make generate needs clang $(CLANG_MAJOR) (Debian 12's clang), found $$v" >&2; exit 1; fi
-	$(GO) generate ./bpf/ ./bench/
+	$(GO) generate ./bpf/... ./bench/
 
 # Tests that need root (BPF program runs, namespaces) skip with a reason
 # when not root.

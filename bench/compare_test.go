@@ -26,6 +26,8 @@ var (
 	connTable = flag.Uint("conns", 1<<20, "connection-table size for the scale figure (0: skip)")
 	prefix    = flag.String("prefix", "", "namespace name prefix (default: random xvsb-XXXXXX)")
 	workDir   = flag.String("workdir", "", "directory for xvsd's files (default: temp dir)")
+	workers   = flag.Int("workers", 8, "concurrent clients of the new-connection rate")
+	metrics   = flag.String("metrics", "", "comma-separated measurements: conn,iperf,udp,flood,newflow (default all)")
 )
 
 // TestCompare is `make bench`: every balancer in turn on one topology,
@@ -38,6 +40,10 @@ func TestCompare(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Bin, cfg.GoBench, cfg.Reps, cfg.ConnEntries = *xvsBin, *goBench, *reps, uint32(*connTable)
 	cfg.Prefix, cfg.WorkDir = *prefix, *workDir
+	cfg.Workers = *workers
+	if *metrics != "" {
+		cfg.Metrics = strings.Split(*metrics, ",")
+	}
 	switch *only {
 	case "":
 	case "none":

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +16,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"xvs/bpf"
 )
 
 // Balancer is one way of getting packets from the generator to the real
@@ -439,6 +443,60 @@ func parseServiceConns(out string) (uint64, error) {
 func (x *XVS) PuntDrops() (uint64, bool) {
 	v, err := linkStat(x.tp.Dir, x.tap, "TX", "dropped")
 	return v, err == nil
+}
+
+// CPU is the CPU time (user + system) xvsd has used so far: its punt
+// workers' reads, scheduling, installs and write-backs, the kernel's work
+// in those syscalls included.
+func (x *XVS) CPU() (time.Duration, bool) {
+	if x.cmd == nil || x.cmd.Process == nil {
+		return 0, false
+	}
+	d, err := procCPU(x.cmd.Process.Pid)
+	return d, err == nil
+}
+
+// procCPU reads utime + stime of a process from /proc/PID/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces: fields count from its ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var ticks uint64
+	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on
+// every Linux architecture Go supports here).
+const clockTicks = 100
+
+// SetFirstPacketBudget changes xvsd's global first-packet budget in its
+// pinned xvs_budget map (rate 0: unlimited), the way xvsd's
+// --first-packet-rate sets it at start-up.
+func (x *XVS) SetFirstPacketBudget(rate, burst uint64) error {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(x.bpffs, "xvs_budget"), nil)
+	if err != nil {
+		return fmt.Errorf("open xvs_budget: %w", err)
+	}
+	defer m.Close()
+	// The global bucket is the map's last entry (XVS_BUDGET_GLOBAL).
+	return m.Update(m.MaxEntries()-1, bpf.XvsBudget{Rate: rate, Burst: burst}, ebpf.UpdateExist)
 }
 
 // Diag is xvsd's log and listing, for failures ("" when it is not running).

@@ -30,6 +30,12 @@ type Config struct {
 	GoBench     string        // `go test -bench` output of ./bpf and ./sched to merge (optional)
 	Prefix      string        // namespace name prefix (default: a fresh "xvsb-XXXXXX")
 	WorkDir     string        // where xvsd's socket, bpffs and log go (default: the system temp dir)
+	Metrics     []string      // measurements to run: conn, iperf, udp, flood, newflow (default: all)
+}
+
+// want reports whether measurement m is configured.
+func (c Config) want(m string) bool {
+	return len(c.Metrics) == 0 || slices.Contains(c.Metrics, m)
 }
 
 // DefaultConfig keeps a whole run under ten minutes on two CPUs.
@@ -56,7 +62,7 @@ var Rows = []Row{
 	{Label: "  Mpps it sent during the flood (it shares its CPU with the flood)", Key: "flood_est_sent_pps", XVS: "xvs", Scale: 1e-6, Prec: 3},
 	{Label: "  delivered share of sent under the flood", Key: "flood_est_delivery", XVS: "xvs", Prec: 3},
 	{Label: "  without the flood, the same generator pairing: delivered share", Key: "est_delivery", XVS: "xvs", Prec: 3},
-	{Label: "  the flood, first packets/s offered (budget 20000/s)", Key: "flood_est_flood_pps", XVS: "xvs", Prec: 0, NoRatio: true},
+	{Label: "  the flood, first packets/s offered (budget 10000/s)", Key: "flood_est_flood_pps", XVS: "xvs", Prec: 0, NoRatio: true},
 	{Label: "new TCP connections/s, Connection: close (xvs XDP)", Key: "conn_rate", XVS: "xvs", Prec: 0},
 	{Label: "  p50 latency, µs", Key: "conn_p50_us", XVS: "xvs", Prec: 0},
 	{Label: "  p99 latency, µs", Key: "conn_p99_us", XVS: "xvs", Prec: 0},
@@ -67,6 +73,7 @@ var Rows = []Row{
 	{Label: "  reached the director/s", Key: "newflow_offered", XVS: "xvs", Prec: 0},
 	{Label: "  connections created/s", Key: "newflow_sched", XVS: "xvs", Prec: 0},
 	{Label: "  first packets lost/s", Key: "newflow_lost", XVS: "xvs", Prec: 0, NoRatio: true},
+	{Label: "  xvsd CPU µs per connection created", Key: "newflow_cpu_us_per_conn", XVS: "xvs", Prec: 2},
 	{Label: "same, xvs TC: forwarded/s", Key: "newflow_fwd", XVS: "xvs-tc", Prec: 0},
 	{Label: "  connections created/s", Key: "newflow_sched", XVS: "xvs-tc", Prec: 0},
 	{Label: "  first packets lost/s", Key: "newflow_lost", XVS: "xvs-tc", Prec: 0, NoRatio: true},
@@ -74,6 +81,7 @@ var Rows = []Row{
 	{Label: "  reached the director/s", Key: "flood_offered", XVS: "xvs", Prec: 0},
 	{Label: "  connections created/s", Key: "flood_sched", XVS: "xvs", Prec: 0},
 	{Label: "  first packets lost/s", Key: "flood_lost", XVS: "xvs", Prec: 0, NoRatio: true},
+	{Label: "  xvsd CPU µs per connection created", Key: "flood_cpu_us_per_conn", XVS: "xvs", Prec: 2},
 	{Label: "same, xvs TC: forwarded/s", Key: "flood_fwd", XVS: "xvs-tc", Prec: 0},
 	{Label: "  connections created/s", Key: "flood_sched", XVS: "xvs-tc", Prec: 0},
 	{Label: "  first packets lost/s", Key: "flood_lost", XVS: "xvs-tc", Prec: 0, NoRatio: true},
@@ -190,10 +198,12 @@ func runBalancer(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Bal
 	}()
 	// TCP first: the UDP floods leave state behind (conntrack entries,
 	// full tables) that would skew the connection figures.
-	if name != "ref" {
+	if name != "ref" && cfg.want("conn") {
 		runConnRate(ctx, t, cfg, tp, lb, res, fail)
 	}
-	runIperf(ctx, t, cfg, tp, lb, res, fail)
+	if cfg.want("iperf") {
+		runIperf(ctx, t, cfg, tp, lb, res, fail)
+	}
 	runUDP(ctx, t, cfg, tp, lb, cpus, salt, res, fail)
 }
 
@@ -271,6 +281,39 @@ func runUDP(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer
 		}
 	}()
 	env := &udpEnv{tp: tp, lb: lb, sink: sink}
+	if cfg.want("udp") {
+		runEstablished(ctx, t, cfg, env, genCPU, res, fail)
+	}
+	if name == "ref" {
+		return // no first-packet path
+	}
+	if cfg.want("flood") {
+		// Established flows while first packets flood the director at
+		// about 5x xvsd's first-packet budget (the paced sender's ceiling here).
+		fl, err := env.EstablishedUnderFlood(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, genCPU, salt, 5*FirstPacketBudget)
+		for _, r := range fl {
+			res.Add("flood_est_delivery", name, "ratio", r.DeliveryRatio())
+			res.Add("flood_est_pps", name, "pps", r.PPS())
+			res.Add("flood_est_sent_pps", name, "pps", r.SentPPS())
+			res.Add("flood_est_flood_pps", name, "pps", r.FloodPPS())
+			if r.Events != nil {
+				res.Note("%s: established flows under a flood: datapath events per second: %s", name, fmtEvents(r.Events, r.Duration))
+			}
+			t.Logf("%s: established %d flows under a flood of %.0f first packets/s: %.0f pps received of %.0f sent (%.3f), %d flood packets forwarded",
+				name, r.Flows, r.FloodPPS(), r.PPS(), r.SentPPS(), r.DeliveryRatio(), r.FloodFwd)
+		}
+		if err != nil {
+			fail("established flows under a flood", err)
+		}
+	}
+	if cfg.want("newflow") {
+		runNewFlows(ctx, t, cfg, env, genCPU, salt, res, fail)
+	}
+}
+
+func runEstablished(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, genCPU int, res *Results, fail func(string, error)) {
+	t.Helper()
+	name := env.lb.Name()
 	ev0 := env.events()
 	est, err := env.Established(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, []int{genCPU})
 	if ev := diffEvents(ev0, env.events()); ev != nil {
@@ -291,22 +334,23 @@ func runUDP(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer
 	for _, r := range est {
 		res.Add("est_delivery", name, "ratio", float64(r.Received)/max(float64(r.Sent), 1))
 	}
-	if name == "ref" {
-		return // no first-packet path
-	}
-	// Established flows while first packets flood the director at about
-	// 5x xvsd's first-packet budget (the paced sender's ceiling here).
-	fl, err := env.EstablishedUnderFlood(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, genCPU, salt, 5*FirstPacketBudget)
-	for _, r := range fl {
-		res.Add("flood_est_delivery", name, "ratio", r.DeliveryRatio())
-		res.Add("flood_est_pps", name, "pps", r.PPS())
-		res.Add("flood_est_sent_pps", name, "pps", r.SentPPS())
-		res.Add("flood_est_flood_pps", name, "pps", r.FloodPPS())
-		t.Logf("%s: established %d flows under a flood of %.0f first packets/s: %.0f pps received of %.0f sent (%.3f), %d flood packets forwarded",
-			name, r.Flows, r.FloodPPS(), r.PPS(), r.SentPPS(), r.DeliveryRatio(), r.FloodFwd)
-	}
-	if err != nil {
-		fail("established flows under a flood", err)
+}
+
+func runNewFlows(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, genCPU int, salt uint32, res *Results, fail func(string, error)) {
+	t.Helper()
+	name, tp := env.lb.Name(), env.tp
+	// The capacity of the first-packet path is measured without the
+	// budget that protects it in the flood run.
+	if x, ok := env.lb.(*XVS); ok {
+		if err := x.SetFirstPacketBudget(0, 0); err != nil {
+			fail("first-packet budget", err)
+			return
+		}
+		defer func() {
+			if err := x.SetFirstPacketBudget(FirstPacketBudget, FirstPacketBudget/10); err != nil {
+				fail("first-packet budget", err)
+			}
+		}()
 	}
 	// The first-packet path shares the director's CPU with xvsd's punt
 	// workers: no real-time priority for the director's receive thread.
@@ -330,6 +374,9 @@ func runUDP(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer
 				res.Add(m.key+"_tapdrops", name, "pkts/s", r.DropsPerSec())
 			}
 			res.Add(m.key+"_lost", name, "pkts/s", r.LostPerSec())
+			if r.HasCPU && r.Scheduled > 0 {
+				res.Add(m.key+"_cpu_us_per_conn", name, "µs", float64(r.CPUPerConn().Nanoseconds())/1e3)
+			}
 			if r.Events != nil {
 				res.Note("%s: new flows (%s): datapath events per second: %s", name, m.key, fmtEvents(r.Events, r.Duration))
 			}

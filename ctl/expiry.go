@@ -91,6 +91,10 @@ func (t *Table) Timeouts() ipvsadm.Timeouts {
 	return t.timeouts
 }
 
+// expireChunk is how many expired conns Expire collects before it hands
+// them to the datapath.
+const expireChunk = 1024
+
 // persistKey names a persistent service's client for template holding.
 type persistKey struct {
 	svc    svcKey
@@ -113,29 +117,43 @@ func (t *Table) Expire(ctx context.Context) (int, error) {
 	}
 	t.mu.RUnlock()
 
+	// Expired conns are handed to the datapath in chunks during the walk,
+	// not collected first: a million of them would be over 100 MB of
+	// copies. Removing conns the walk has already passed does not disturb
+	// it (it reads the tables bucket by bucket). Each goes only if its
+	// last_seen is still the one the walk saw: a packet since then keeps
+	// it.
 	now := t.mono()
-	var expired []maps.Conn
+	expired := make([]maps.Conn, 0, expireChunk)
+	n := 0
+	var xerr error
+	flush := func() bool {
+		got, err := t.dp.ExpireConns(expired)
+		n += got
+		expired = expired[:0]
+		xerr = err
+		return err == nil
+	}
 	held := make(map[persistKey]bool)
 	err := t.dp.WalkConns(ctx, func(c maps.Conn) bool {
 		if now-c.LastSeen > connTimeout(c, to) {
 			expired = append(expired, c)
+			if len(expired) == expireChunk && !flush() {
+				return false
+			}
 		} else if s := persistent[c.SvcID]; s != nil {
 			held[persistKey{svc: keyOf(&s.cfg), client: c.Client.Addr()}] = true
 		}
 		return ctx.Err() == nil
 	})
-	if err != nil {
-		return 0, err
+	if err == nil && xerr == nil && len(expired) > 0 {
+		flush()
 	}
-	n := 0
-	for _, c := range expired {
-		ok, err := t.dp.DeleteConnIf(c, c.LastSeen)
-		if err != nil {
-			return n, err
-		}
-		if ok {
-			n++
-		}
+	if xerr != nil {
+		return n, xerr
+	}
+	if err != nil {
+		return n, err
 	}
 
 	wall := t.wall()

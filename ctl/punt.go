@@ -21,7 +21,9 @@ import (
 // puntDevice is the tap the datapath sends first packets to.
 type puntDevice interface {
 	Queues() int
-	Read(q int, buf []byte) (int, error)
+	// ReadBatch blocks until queue q holds a frame, then reads what it
+	// holds, up to len(bufs) frames: frame i is bufs[i][:lens[i]].
+	ReadBatch(q int, bufs [][]byte, lens []int) (int, error)
 	Write(q int, frame []byte) error
 	MAC() net.HardwareAddr
 }
@@ -34,6 +36,16 @@ type unreachable interface {
 // icmpPerSecond bounds the ICMP errors the punt loop sends, like the
 // kernel's icmp_msgs_per_sec.
 const icmpPerSecond = 1000
+
+// puntBatchMax is how many frames a worker takes from its queue at once:
+// their conns are looked up and installed with one syscall each per batch
+// (maps.ConnsExist, maps.InstallConns), which is most of what a first
+// packet costs the daemon. A worker never waits to fill a batch.
+const puntBatchMax = 32
+
+// puntFrameMax is a punt buffer's size: frames are at most one MTU (the
+// tap has no GSO), which this covers for any MTU.
+const puntFrameMax = 65536
 
 // PuntStats counts what the first-packet loop did with punted frames.
 type PuntStats struct {
@@ -62,30 +74,36 @@ func (t *Table) RunPunt(ctx context.Context, dev puntDevice, st *PuntStats, icmp
 	}
 	for q := range dev.Queues() {
 		g.Go(func() error {
-			buf := make([]byte, 65536)
+			b := newPuntBatch(puntBatchMax)
 			for ctx.Err() == nil {
-				n, err := dev.Read(q, buf)
+				n, err := dev.ReadBatch(q, b.bufs, b.lens)
+				if n > 0 {
+					t.firstPackets(b, n, st)
+					for i := range n {
+						frame := b.bufs[i][:b.lens[i]]
+						switch b.verdicts[i] {
+						case verdictForward:
+							loader.SetDstMAC(frame, dev.MAC())
+							if err := dev.Write(q, frame); err != nil {
+								st.Errors.Add(1)
+							}
+						case verdictNoDest:
+							if icmp == nil {
+								break
+							}
+							if !lim.allow(time.Now()) {
+								st.ICMPLimit.Add(1)
+							} else if icmp.Send(frame) == nil {
+								st.ICMPSent.Add(1)
+							}
+						}
+					}
+				}
 				if err != nil {
 					if ctx.Err() != nil {
 						return nil
 					}
 					return fmt.Errorf("read punt queue %d: %w", q, err)
-				}
-				switch t.firstPacket(buf[:n], st) {
-				case verdictForward:
-					loader.SetDstMAC(buf[:n], dev.MAC())
-					if err := dev.Write(q, buf[:n]); err != nil {
-						st.Errors.Add(1)
-					}
-				case verdictNoDest:
-					if icmp == nil {
-						break
-					}
-					if !lim.allow(time.Now()) {
-						st.ICMPLimit.Add(1)
-					} else if icmp.Send(buf[:n]) == nil {
-						st.ICMPSent.Add(1)
-					}
 				}
 			}
 			return nil
@@ -102,29 +120,165 @@ const (
 	verdictNoDest          // no usable real server: drop, answer ICMP
 )
 
-// firstPacket schedules the connection of a punted frame and says what to
-// do with the frame. The table lock is held only to find the service,
-// never across a syscall.
-func (t *Table) firstPacket(frame []byte, st *PuntStats) verdict {
-	f, err := loader.ParseFrame(frame)
-	if err != nil {
-		st.Malformed.Add(1)
-		return verdictDrop
+// puntBatch is one worker's frames and the state of their conns, reused
+// from batch to batch.
+type puntBatch struct {
+	bufs     [][]byte
+	lens     []int
+	verdicts []verdict
+	frames   []loader.Frame
+	keys     []maps.Conn // the frames' flows (Proto, Client, VIP)
+	exist    []bool
+	first    []int // frame i's flow was first seen in frame first[i] of the batch
+	conns    []maps.Conn
+	owner    []int // conns[j] is the conn of frame owner[j]
+	errs     []error
+}
+
+func newPuntBatch(n int) *puntBatch {
+	b := &puntBatch{
+		bufs: make([][]byte, n), lens: make([]int, n), verdicts: make([]verdict, n),
+		frames: make([]loader.Frame, n), keys: make([]maps.Conn, n), exist: make([]bool, n),
+		first: make([]int, n), conns: make([]maps.Conn, 0, n), owner: make([]int, 0, n),
+		errs: make([]error, n),
 	}
-	if c, err := t.dp.LookupConn(f.Proto, f.Src, f.Dst); err == nil {
-		if !reusable(f, c) {
-			st.Existing.Add(1)
-			return verdictForward
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, puntFrameMax)
+	}
+	return b
+}
+
+// firstPacket schedules the connection of one punted frame and says what
+// to do with it (firstPackets for a batch of one).
+func (t *Table) firstPacket(frame []byte, st *PuntStats) verdict {
+	b := &puntBatch{
+		bufs: [][]byte{frame}, lens: []int{len(frame)}, verdicts: make([]verdict, 1),
+		frames: make([]loader.Frame, 1), keys: make([]maps.Conn, 1), exist: make([]bool, 1),
+		first: make([]int, 1), errs: make([]error, 1),
+	}
+	t.firstPackets(b, 1, st)
+	return b.verdicts[0]
+}
+
+// firstPackets schedules the connections of the batch's first n frames
+// and sets their verdicts. Conns that exist already (a flow punted twice,
+// a SYN on a closed conn's port) are found before scheduling, so that
+// they cost no scheduling decision; the rest are scheduled in frame order
+// and installed together. The table lock is held only to find a service,
+// never across a syscall.
+func (t *Table) firstPackets(b *puntBatch, n int, st *PuntStats) {
+	keys := b.keys[:0]
+	for i := range n {
+		b.verdicts[i] = verdictDrop
+		b.first[i] = -1
+		f, err := loader.ParseFrame(b.bufs[i][:b.lens[i]])
+		if err != nil {
+			st.Malformed.Add(1)
+			continue
 		}
-		// A new connection on the port of a closed one: IPVS
-		// (conn_reuse_mode 1) expires the old conn and schedules the SYN
-		// afresh. If a packet refreshed the old conn meanwhile it stays.
+		b.frames[i] = f
+		b.first[i] = i
+		for j := range i {
+			if b.first[j] == j && b.frames[j].Proto == f.Proto && b.frames[j].Src == f.Src && b.frames[j].Dst == f.Dst {
+				b.first[i] = j
+				break
+			}
+		}
+		if b.first[i] == i {
+			keys = append(keys, maps.Conn{Proto: f.Proto, Client: f.Src, VIP: f.Dst})
+		}
+	}
+	exist := b.exist[:len(keys)]
+	if err := t.dp.ConnsExist(keys, exist); err != nil {
+		// Look each up again on the slow path below.
+		for k := range exist {
+			exist[k] = true
+		}
+	}
+	conns, owner := b.conns[:0], b.owner[:0]
+	k := 0
+	for i := range n {
+		if b.first[i] != i {
+			continue
+		}
+		f := b.frames[i]
+		if exist[k] {
+			k++
+			b.verdicts[i] = t.existing(f, st)
+			continue
+		}
+		k++
+		c, v := t.schedule(f, st)
+		if v != verdictForward {
+			b.verdicts[i] = v
+			continue
+		}
+		conns, owner = append(conns, c), append(owner, i)
+	}
+	errs := b.errs[:len(conns)]
+	t.dp.InstallConns(conns, errs)
+	for j, err := range errs {
+		i := owner[j]
+		switch {
+		case err == nil:
+			st.Scheduled.Add(1)
+			b.verdicts[i] = verdictForward
+		case errors.Is(err, maps.ErrConnExists):
+			// Another worker won the race for this flow: its conn stands.
+			st.Existing.Add(1)
+			b.verdicts[i] = verdictForward
+		default:
+			st.Errors.Add(1)
+		}
+	}
+	// Later frames of a flow in the batch follow its first frame.
+	for i := range n {
+		if j := b.first[i]; j >= 0 && j != i {
+			b.verdicts[i] = b.verdicts[j]
+			if b.verdicts[i] == verdictForward {
+				st.Existing.Add(1)
+			}
+		}
+	}
+}
+
+// existing handles a frame whose flow has a conn: written back, unless it
+// is a SYN on the port of a closed conn, which IPVS (conn_reuse_mode 1)
+// schedules afresh after expiring the old conn. If a packet refreshed the
+// old conn meanwhile it stays.
+func (t *Table) existing(f loader.Frame, st *PuntStats) verdict {
+	c, err := t.dp.LookupConn(f.Proto, f.Src, f.Dst)
+	if err == nil && !reusable(f, c) {
+		st.Existing.Add(1)
+		return verdictForward
+	}
+	if err == nil {
 		if ok, err := t.dp.DeleteConnIf(c, c.LastSeen); err != nil || !ok {
 			st.Existing.Add(1)
 			return verdictForward
 		}
 		st.Reused.Add(1)
 	}
+	// Gone since the check (expired), or expired for reuse: a new conn.
+	nc, v := t.schedule(f, st)
+	if v != verdictForward {
+		return v
+	}
+	switch err := t.dp.InstallConn(nc); {
+	case err == nil:
+		st.Scheduled.Add(1)
+	case errors.Is(err, maps.ErrConnExists):
+		st.Existing.Add(1)
+	default:
+		st.Errors.Add(1)
+		return verdictDrop
+	}
+	return verdictForward
+}
+
+// schedule picks the real server of a new flow and returns its conn, with
+// verdictForward; or the verdict for a frame that gets none.
+func (t *Table) schedule(f loader.Frame, st *PuntStats) (maps.Conn, verdict) {
 	t.mu.RLock()
 	s := t.svcs[svcKey{proto: f.Proto, addr: f.Dst}]
 	var pool *sched.Pool
@@ -135,28 +289,27 @@ func (t *Table) firstPacket(frame []byte, st *PuntStats) verdict {
 	t.mu.RUnlock()
 	if pool == nil {
 		st.NoService.Add(1)
-		return verdictDrop
+		return maps.Conn{}, verdictDrop
 	}
 	d, err := pool.Schedule(sched.Flow{Proto: f.Proto, Client: f.Src, VIP: f.Dst})
 	if err != nil {
 		if errors.Is(err, sched.ErrNoDest) {
 			st.NoDest.Add(1)
-			return verdictNoDest
-		} else {
-			st.Errors.Add(1)
+			return maps.Conn{}, verdictNoDest
 		}
-		return verdictDrop
+		st.Errors.Add(1)
+		return maps.Conn{}, verdictDrop
 	}
 	destID, ok := t.destID(f.Proto, f.Dst, d.Addr)
 	if !ok {
 		st.NoService.Add(1)
-		return verdictDrop
+		return maps.Conn{}, verdictDrop
 	}
 	rs := d.Addr
 	if rs.Port() == 0 {
 		rs = netip.AddrPortFrom(rs.Addr(), f.Dst.Port())
 	}
-	c := maps.Conn{
+	return maps.Conn{
 		Proto:    f.Proto,
 		Client:   f.Src,
 		VIP:      f.Dst,
@@ -165,18 +318,7 @@ func (t *Table) firstPacket(frame []byte, st *PuntStats) verdict {
 		SvcID:    svcID,
 		DestID:   destID,
 		LastSeen: t.mono(),
-	}
-	switch err := t.dp.InstallConn(c); {
-	case err == nil:
-		st.Scheduled.Add(1)
-	case errors.Is(err, maps.ErrConnExists):
-		// Another worker won the race for this flow: its conn stands.
-		st.Existing.Add(1)
-	default:
-		st.Errors.Add(1)
-		return verdictDrop
-	}
-	return verdictForward
+	}, verdictForward
 }
 
 // destID returns the datapath id of a service's real server.

@@ -24,12 +24,26 @@ type fakeTap struct {
 
 func (f *fakeTap) Queues() int { return 1 }
 
-func (f *fakeTap) Read(q int, buf []byte) (int, error) {
+func (f *fakeTap) ReadBatch(q int, bufs [][]byte, lens []int) (int, error) {
 	b, ok := <-f.in
 	if !ok {
 		return 0, os.ErrClosed
 	}
-	return copy(buf, b), nil
+	lens[0] = copy(bufs[0], b)
+	n := 1
+	for n < len(bufs) {
+		select {
+		case b, ok := <-f.in:
+			if !ok {
+				return n, nil
+			}
+			lens[n] = copy(bufs[n], b)
+			n++
+		default:
+			return n, nil
+		}
+	}
+	return n, nil
 }
 
 func (f *fakeTap) Write(q int, frame []byte) error {
@@ -234,7 +248,7 @@ type blockingTap struct {
 
 func (b *blockingTap) Queues() int { return 2 }
 
-func (b *blockingTap) Read(q int, buf []byte) (int, error) {
+func (b *blockingTap) ReadBatch(q int, bufs [][]byte, lens []int) (int, error) {
 	<-b.woken
 	return 0, os.ErrDeadlineExceeded
 }
@@ -258,5 +272,49 @@ func TestRunPuntStopsWithItsContext(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("RunPunt still blocked in Read 10 s after its context ended")
+	}
+}
+
+// TestFirstPacketsBatch: frames read together are scheduled in order, one
+// decision per new flow: a second frame of a flow in the same batch and a
+// frame of a flow that has a conn cost none, and are written back.
+func TestFirstPacketsBatch(t *testing.T) {
+	dp := ctltest.New()
+	tb := NewTable(dp, TableOptions{})
+	must(t, tb.Apply(parseAll(t,
+		"-A -t 202.103.106.5:80 -s rr",
+		"-a -t 202.103.106.5:80 -r 172.16.0.2:80 -m",
+		"-a -t 202.103.106.5:80 -r 172.16.0.3:80 -m"), nil))
+	vip := netip.MustParseAddrPort("202.103.106.5:80")
+	cli := func(p uint16) netip.AddrPort {
+		return netip.AddrPortFrom(netip.MustParseAddr("202.103.106.2"), p)
+	}
+	// A conn that exists already, to the second real server.
+	old := cli(1000)
+	if tb.firstPacket(syn(old, vip), &PuntStats{}) != verdictForward {
+		t.Fatal("first conn not scheduled")
+	}
+	tap := &fakeTap{in: make(chan []byte, 8), mac: net.HardwareAddr{2, 0, 0, 0, 0, 9}}
+	for _, p := range []uint16{1, 2, 1, 1000, 3} {
+		tap.in <- syn(cli(p), vip)
+	}
+	tap.in <- []byte{1, 2, 3}
+	close(tap.in)
+	var st PuntStats
+	if err := tb.RunPunt(context.Background(), tap, &st, nil); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("RunPunt = %v, want the read error", err)
+	}
+	if len(tap.written) != 5 {
+		t.Errorf("%d frames written back, want 5", len(tap.written))
+	}
+	// rr went 172.16.0.2 (the old conn), then on: .3, .2, .3.
+	for p, want := range map[uint16]string{1000: "172.16.0.2:80", 1: "172.16.0.3:80", 2: "172.16.0.2:80", 3: "172.16.0.3:80"} {
+		c, err := dp.LookupConn(6, cli(p), vip)
+		if err != nil || c.Dest.String() != want {
+			t.Errorf("client port %d: conn %v, %v; want to %s", p, c.Dest, err, want)
+		}
+	}
+	if st.Scheduled.Load() != 3 || st.Existing.Load() != 2 || st.Malformed.Load() != 1 {
+		t.Errorf("scheduled %d existing %d malformed %d, want 3 2 1", st.Scheduled.Load(), st.Existing.Load(), st.Malformed.Load())
 	}
 }

@@ -21,9 +21,12 @@ type datapath interface {
 	ResetDest(id uint32) error
 	DestConns(id uint32) (active, inactive int64)
 	InstallConn(c maps.Conn) error
+	InstallConns(cs []maps.Conn, errs []error)
+	ConnsExist(cs []maps.Conn, exist []bool) error
 	LookupConn(proto uint8, client, vip netip.AddrPort) (maps.Conn, error)
 	WalkConns(ctx context.Context, fn func(maps.Conn) bool) error
 	DeleteConnIf(c maps.Conn, lastSeen time.Duration) (bool, error)
+	ExpireConns(cands []maps.Conn) (removed int, err error)
 	ServiceStats(id uint32) (maps.Stats, error)
 	DestStats(id uint32) (maps.Stats, error)
 	SetBudget(id uint32, global bool, rate, burst uint64) error

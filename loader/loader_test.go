@@ -589,3 +589,58 @@ func TestOwnBPFFS(t *testing.T) {
 		t.Errorf("v0 after Down: %+v", s)
 	}
 }
+
+// TestTapReadBatch: ReadBatch takes every frame the queue holds in one
+// call, and waits (until the read deadline) only when it holds none.
+func TestTapReadBatch(t *testing.T) {
+	ns, dir := topology(t)
+	o := opts(t, dir, ModeTC, "v0")
+	o.TapQueues = 1
+	d := mustLoad(t, ns, o)
+	defer d.Close()
+
+	var frames [][]byte
+	for i := range 5 {
+		f := frameSpec{src: cli4, dst: vip4, proto: unix.IPPROTO_TCP, flags: synFlag, payload: 10 + i}.build()
+		SetDstMAC(f, d.Tap.MAC())
+		frames = append(frames, f)
+	}
+	ns.mustDo(t, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		sa := &unix.SockaddrLinklayer{Ifindex: d.Tap.Ifindex(), Halen: 6}
+		copy(sa.Addr[:], d.Tap.MAC())
+		for _, f := range frames {
+			if err := unix.Sendto(fd, f, 0, sa); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err := d.Tap.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	lens := make([]int, len(bufs))
+	n, err := d.Tap.ReadBatch(0, bufs, lens)
+	if err != nil || n != len(frames) {
+		t.Fatalf("ReadBatch = %d, %v; want %d frames", n, err, len(frames))
+	}
+	for i, f := range frames {
+		if !bytes.Equal(bufs[i][:lens[i]], f) {
+			t.Errorf("frame %d: read %x\nwant %x", i, bufs[i][:lens[i]], f)
+		}
+	}
+	if err := d.Tap.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := d.Tap.ReadBatch(0, bufs, lens); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("ReadBatch of an empty queue = %d, %v; want 0, deadline exceeded", n, err)
+	}
+}

@@ -70,6 +70,8 @@ type Maps struct {
 	// oldest first: the victims when it is full (see makeRoom).
 	halfOpen keyRing
 	evicted  atomic.Uint64 // half-open conns removed to make room
+	expire   expirer       // xvs_expire, loaded on first ExpireConns
+	inst     installer     // xvs_install, loaded on first InstallConns
 	closeMu  sync.Mutex
 	isClosed bool
 }
@@ -126,6 +128,8 @@ func (m *Maps) Close() error {
 		return nil
 	}
 	m.isClosed = true
+	m.expire.close()
+	m.inst.close()
 	if err := unix.Munmap(m.destMem); err != nil {
 		return fmt.Errorf("unmap xvs_dests: %w", err)
 	}

@@ -5,7 +5,8 @@
 # writes the raw figures to a file it names. Bounded to 10 minutes.
 #
 # Environment: BENCH_DIR (where results go, default /tmp/xvs-bench-TIME),
-# BENCH_REPS (default 3), BENCH_ONLY (balancers, e.g. "nft,xvs").
+# BENCH_REPS (default 3), BENCH_ONLY (balancers, e.g. "nft,xvs"), BENCH_METRICS
+# (measurements, e.g. "udp,newflow"; default all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +65,7 @@ args=(-test.run '^TestCompare$' -test.v -test.timeout 9m30s -compare
 	-xvsbin "$work/bin" -gobench "$out/gobench.txt" -out "$out/raw.tsv" -table "$out/table.md"
 	-prefix "$prefix" -workdir "$work" -reps "${BENCH_REPS:-3}")
 [[ -n ${BENCH_ONLY:-} ]] && args+=(-only "$BENCH_ONLY")
+[[ -n ${BENCH_METRICS:-} ]] && args+=(-metrics "$BENCH_METRICS")
 set +e
 setsid "$work/bench.test" "${args[@]}" >"$out/log.txt" 2>&1 &
 pid=$!

@@ -152,6 +152,22 @@ func (f *Datapath) DeleteConnIf(c maps.Conn, lastSeen time.Duration) (bool, erro
 	return true, nil
 }
 
+// ExpireConns removes each conn of cands whose LastSeen is still the
+// stored one, as DeleteConnIf, and reports how many it removed.
+func (f *Datapath) ExpireConns(cands []maps.Conn) (int, error) {
+	n := 0
+	for _, c := range cands {
+		ok, err := f.DeleteConnIf(c, c.LastSeen)
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			n++
+		}
+	}
+	return n, nil
+}
+
 func (f *Datapath) ServiceStats(id uint32) (maps.Stats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -221,6 +237,23 @@ func (f *Datapath) SetBudget(id uint32, global bool, rate, burst uint64) error {
 		f.Global = [2]uint64{rate, burst}
 	} else {
 		f.Budgets[id] = [2]uint64{rate, burst}
+	}
+	return nil
+}
+
+// InstallConns installs each conn as InstallConn does.
+func (f *Datapath) InstallConns(cs []maps.Conn, errs []error) {
+	for i, c := range cs {
+		errs[i] = f.InstallConn(c)
+	}
+}
+
+// ConnsExist says for each conn whether its client-side key is installed.
+func (f *Datapath) ConnsExist(cs []maps.Conn, exist []bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, c := range cs {
+		_, exist[i] = f.Conns[connID{c.Proto, c.Client, c.VIP}]
 	}
 	return nil
 }

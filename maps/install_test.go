@@ -1,0 +1,195 @@
+package maps
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+
+	"xvs/bpf"
+)
+
+// TestInstallConns: a batch larger than one run of xvs_install goes into
+// the new pair under both keys with its counters, like InstallConn; a conn
+// either pair already has is ErrConnExists and keeps the winner's keys; a
+// conn with a bad address fails alone; an older conn's server-side key in
+// the main pair is pointed at the new conn.
+func TestInstallConns(t *testing.T) {
+	m, raw := newTestMaps(t)
+	const n = installBatch*2 + 5
+
+	// Already there: one in the main pair, one in the new pair.
+	inMain := tcpConn(1)
+	inMain.State = uint8(bpf.XvsTcpStateSTATE_ESTABLISHED)
+	if err := m.InstallConn(inMain); err != nil {
+		t.Fatal(err)
+	}
+	inNew := tcpConn(2)
+	inNew.Dest = netip.MustParseAddrPort("172.16.0.3:80")
+	inNew.DestID = 8
+	if err := m.InstallConn(inNew); err != nil {
+		t.Fatal(err)
+	}
+	// An older conn whose server-side key the batch's conn 3 reuses
+	// (same real server and client port through another VIP).
+	old := tcpConn(3)
+	old.VIP = netip.MustParseAddrPort("202.103.106.6:80")
+	old.State = uint8(bpf.XvsTcpStateSTATE_ESTABLISHED)
+	if err := m.InstallConn(old); err != nil {
+		t.Fatal(err)
+	}
+	wantDestConns(t, m, 7, 2, 0)
+	wantDestConns(t, m, 8, 0, 1)
+
+	cs := make([]Conn, n)
+	for i := range cs {
+		cs[i] = tcpConn(i + 1)
+	}
+	exist := make([]bool, n)
+	if err := m.ConnsExist(cs, exist); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range exist {
+		if e != (i < 2) {
+			t.Errorf("conn %d exists: %v, want %v", i, e, i < 2)
+		}
+	}
+	bad := n - 1
+	cs[bad].Dest = netip.MustParseAddrPort("[fd00::1]:80") // family differs from the VIP's
+	errs := make([]error, n)
+	m.InstallConns(cs, errs)
+
+	for i, c := range cs {
+		switch {
+		case i == 0 || i == 1:
+			if !errors.Is(errs[i], ErrConnExists) {
+				t.Errorf("conn %d: %v, want ErrConnExists", i, errs[i])
+			}
+		case i == bad:
+			if errs[i] == nil {
+				t.Errorf("conn %d with a v6 real server behind a v4 VIP installed", i)
+			}
+		default:
+			if errs[i] != nil {
+				t.Errorf("conn %d: %v", i, errs[i])
+				continue
+			}
+			if i != 2 { // its server-side key is in both pairs: shadowing, below
+				wantPair(t, raw, c, pairNew)
+			}
+			got, err := m.LookupConn(c.Proto, c.Client, c.VIP)
+			if err != nil || got.Dest != c.Dest || got.DestID != c.DestID || got.SvcID != c.SvcID || got.Flags != c.Flags || got.LastSeen == 0 {
+				t.Errorf("conn %d reads back as %+v, %v", i, got, err)
+			}
+		}
+	}
+	wantPair(t, raw, inMain, pairMain)
+	wantPair(t, raw, inNew, pairNew)
+	if got, err := m.LookupConn(inNew.Proto, inNew.Client, inNew.VIP); err != nil || got.DestID != 8 {
+		t.Errorf("the winner of conn 1 is now %+v, %v", got, err)
+	}
+	// Every new conn counted once as inactive; the losers not at all.
+	wantDestConns(t, m, 7, 2, int64(n-3))
+	wantDestConns(t, m, 8, 0, 1)
+
+	ck, sk, _, _ := connToBPF(cs[2])
+	var back bpf.XvsConnKey
+	if err := raw.XvsRconns.Lookup(&sk, &back); err != nil || back != ck {
+		t.Errorf("main server side = %+v, %v; want the newer conn", back, err)
+	}
+	// The new conns are the oldest half-open ones, after inNew: they are
+	// what makeRoom removes first.
+	if k, ok := m.halfOpen.pop(); !ok || k != mustKey(t, inNew) {
+		t.Errorf("oldest half-open key %+v, %v; want inNew's", k, ok)
+	}
+	if k, ok := m.halfOpen.pop(); !ok || k != mustKey(t, cs[2]) {
+		t.Errorf("second oldest half-open key %+v, %v; want conn 2's", k, ok)
+	}
+}
+
+func mustKey(t *testing.T, c Conn) bpf.XvsConnKey {
+	t.Helper()
+	ck, _, _, err := connToBPF(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ck
+}
+
+// TestInstallConnsFull: a batch that meets a full new pair makes room the
+// way InstallConn does: the oldest half-open conns go, counted out.
+func TestInstallConnsFull(t *testing.T) {
+	const size = 16
+	m, raw := newTestMapsSized(t, size)
+	cs := make([]Conn, size+8)
+	for i := range cs {
+		cs[i] = tcpConn(i)
+	}
+	errs := make([]error, len(cs))
+	m.InstallConns(cs, errs)
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("conn %d: %v", i, err)
+		}
+	}
+	for i, c := range cs {
+		want := pairNew
+		if i < len(cs)-size {
+			want = pairNone
+		}
+		wantPair(t, raw, c, want)
+	}
+	if got := m.HalfOpenEvicted(); got != 8 {
+		t.Errorf("evicted %d, want 8", got)
+	}
+	wantDestConns(t, m, 7, 0, size)
+}
+
+// TestInstallConnsConcurrent: workers installing at once (each run in its
+// own slot) install every conn exactly once.
+func TestInstallConnsConcurrent(t *testing.T) {
+	m, raw := newTestMaps(t)
+	const workers, per = 4, 300
+	var wg sync.WaitGroup
+	fails := make(chan error, workers*per)
+	for w := range workers {
+		wg.Go(func() {
+			// Every worker tries every conn: each is won once.
+			cs := make([]Conn, per)
+			for i := range cs {
+				cs[i] = tcpConn((i*7 + w*13) % per)
+			}
+			errs := make([]error, per)
+			for b := 0; b < per; b += 10 {
+				m.InstallConns(cs[b:b+10], errs[b:b+10])
+			}
+			for _, err := range errs {
+				if err != nil && !errors.Is(err, ErrConnExists) {
+					fails <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(fails)
+	for err := range fails {
+		t.Error(err)
+	}
+	wantDestConns(t, m, 7, 0, per)
+	var k bpf.XvsConnKey
+	var v bpf.XvsConn
+	it := raw.XvsConnsNew.Iterate()
+	count := 0
+	for it.Next(&k, &v) {
+		count++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if count != per {
+		t.Errorf("%d conns in the new pair, want %d", count, per)
+	}
+	for i := range per {
+		wantPair(t, raw, tcpConn(i), pairNew)
+	}
+}
