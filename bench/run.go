@@ -66,9 +66,11 @@ var Rows = []Row{
 	{Label: "new TCP connections/s, Connection: close (xvs XDP)", Key: "conn_rate", XVS: "xvs", Prec: 0},
 	{Label: "  p50 latency, µs", Key: "conn_p50_us", XVS: "xvs", Prec: 0},
 	{Label: "  p99 latency, µs", Key: "conn_p99_us", XVS: "xvs", Prec: 0},
+	{Label: "  p50 time to connect (SYN to SYN-ACK), µs", Key: "conn_connect_p50_us", XVS: "xvs", Prec: 0},
 	{Label: "new TCP connections/s (xvs TC)", Key: "conn_rate", XVS: "xvs-tc", Prec: 0},
 	{Label: "  p50 latency, µs", Key: "conn_p50_us", XVS: "xvs-tc", Prec: 0},
 	{Label: "  p99 latency, µs", Key: "conn_p99_us", XVS: "xvs-tc", Prec: 0},
+	{Label: "  p50 time to connect (SYN to SYN-ACK), µs", Key: "conn_connect_p50_us", XVS: "xvs-tc", Prec: 0},
 	{Label: "new UDP flows, paced (250k/s asked): forwarded/s (xvs XDP)", Key: "newflow_fwd", XVS: "xvs", Prec: 0},
 	{Label: "  reached the director/s", Key: "newflow_offered", XVS: "xvs", Prec: 0},
 	{Label: "  connections created/s", Key: "newflow_sched", XVS: "xvs", Prec: 0},
@@ -219,6 +221,7 @@ func runConnRate(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Bal
 		res.Add("conn_rate", name, "conns/s", r.PerSec())
 		res.Add("conn_p50_us", name, "µs", float64(r.P50.Microseconds()))
 		res.Add("conn_p99_us", name, "µs", float64(r.P99.Microseconds()))
+		res.Add("conn_connect_p50_us", name, "µs", float64(r.ConnectP50.Microseconds()))
 		res.Add("conn_errors", name, "count", float64(r.Errors))
 		t.Logf("%s: %.0f conns/s, p50 %v, p99 %v, %d errors", name, r.PerSec(), r.P50, r.P99, r.Errors)
 		if r.Errors > 0 {

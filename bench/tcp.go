@@ -27,6 +27,9 @@ type ConnRateResult struct {
 	Errors   int
 	FirstErr string // the first error, to tell timeouts from resets
 	P50, P99 time.Duration
+	// ConnectP50 is the median time to connect (SYN to SYN-ACK at the
+	// client): the part of the latency the first-packet path adds to.
+	ConnectP50 time.Duration
 }
 
 // PerSec is the rate of completed requests (one connection each).
@@ -45,6 +48,7 @@ var httpReq = []byte("GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n
 func ConnRate(ctx context.Context, ns *testutil.NetNS, clients []netip.Addr, targets []netip.AddrPort, workers int, d time.Duration) (ConnRateResult, error) {
 	type res struct {
 		lat   []time.Duration
+		conn  []time.Duration
 		errs  int
 		first error
 		err   error
@@ -80,7 +84,7 @@ func ConnRate(ctx context.Context, ns *testutil.NetNS, clients []netip.Addr, tar
 				buf := make([]byte, 4096)
 				for ctx.Err() == nil && time.Now().Before(end) {
 					t0 := time.Now()
-					err := oneRequest(ctx, &dl, target, buf)
+					dial, err := oneRequest(ctx, &dl, target, buf)
 					if time.Now().After(end) {
 						break
 					}
@@ -92,6 +96,7 @@ func ConnRate(ctx context.Context, ns *testutil.NetNS, clients []netip.Addr, tar
 						continue
 					}
 					r.lat = append(r.lat, time.Since(t0))
+					r.conn = append(r.conn, dial)
 				}
 				return nil
 			})
@@ -99,12 +104,13 @@ func ConnRate(ctx context.Context, ns *testutil.NetNS, clients []netip.Addr, tar
 	}
 	wg.Wait()
 	out := ConnRateResult{Duration: d}
-	var all []time.Duration
+	var all, conn []time.Duration
 	for _, r := range results {
 		if r.err != nil {
 			return out, r.err
 		}
 		all = append(all, r.lat...)
+		conn = append(conn, r.conn...)
 		out.Errors += r.errs
 		if r.first != nil && out.FirstErr == "" {
 			out.FirstErr = r.first.Error()
@@ -117,18 +123,24 @@ func ConnRate(ctx context.Context, ns *testutil.NetNS, clients []netip.Addr, tar
 	slices.Sort(all)
 	out.P50 = all[len(all)*50/100]
 	out.P99 = all[len(all)*99/100]
+	slices.Sort(conn)
+	out.ConnectP50 = conn[len(conn)*50/100]
 	return out, nil
 }
 
-func oneRequest(ctx context.Context, dl *net.Dialer, target netip.AddrPort, buf []byte) error {
+// oneRequest makes one request on a new connection and returns how long
+// the connect took.
+func oneRequest(ctx context.Context, dl *net.Dialer, target netip.AddrPort, buf []byte) (time.Duration, error) {
+	t0 := time.Now()
 	c, err := dl.DialContext(ctx, "tcp", target.String())
+	dial := time.Since(t0)
 	if err != nil {
-		return err
+		return dial, err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Write(httpReq); err != nil {
-		return err
+		return dial, err
 	}
 	n := 0
 	for {
@@ -138,16 +150,16 @@ func oneRequest(ctx context.Context, dl *net.Dialer, target netip.AddrPort, buf 
 			break
 		}
 		if err != nil {
-			return err
+			return dial, err
 		}
 		if n == len(buf) {
 			n = 0
 		}
 	}
 	if n < 12 || !bytes.HasPrefix(buf, []byte("HTTP/1.1 200")) {
-		return fmt.Errorf("bad response from %s", target)
+		return dial, fmt.Errorf("bad response from %s", target)
 	}
-	return nil
+	return dial, nil
 }
 
 // IperfResult is one iperf3 run.

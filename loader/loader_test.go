@@ -498,16 +498,7 @@ func TestTapIO(t *testing.T) {
 
 	frame := frameSpec{src: cli4, dst: vip4, proto: unix.IPPROTO_TCP, flags: synFlag, payload: 10}.build()
 	SetDstMAC(frame, d.Tap.MAC())
-	ns.mustDo(t, func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Ifindex: d.Tap.Ifindex(), Halen: 6}
-		copy(sa.Addr[:], d.Tap.MAC())
-		return unix.Sendto(fd, frame, 0, sa)
-	})
+	sendToTap(t, ns, d.Tap, frame)
 
 	if err := d.Tap.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
 		t.Fatalf("SetReadDeadline: %v (queue fds not in the netpoller?)", err)
@@ -590,6 +581,27 @@ func TestOwnBPFFS(t *testing.T) {
 	}
 }
 
+// sendToTap transmits frames on the tap with a packet socket: they reach
+// its queues, as frames the datapath redirects there do.
+func sendToTap(t *testing.T, ns *testNS, tap *Tap, frames ...[]byte) {
+	t.Helper()
+	ns.mustDo(t, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		sa := &unix.SockaddrLinklayer{Ifindex: tap.Ifindex(), Halen: 6}
+		copy(sa.Addr[:], tap.MAC())
+		for _, f := range frames {
+			if err := unix.Sendto(fd, f, 0, sa); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // TestTapReadBatch: ReadBatch takes every frame the queue holds in one
 // call, and waits (until the read deadline) only when it holds none.
 func TestTapReadBatch(t *testing.T) {
@@ -605,21 +617,7 @@ func TestTapReadBatch(t *testing.T) {
 		SetDstMAC(f, d.Tap.MAC())
 		frames = append(frames, f)
 	}
-	ns.mustDo(t, func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Ifindex: d.Tap.Ifindex(), Halen: 6}
-		copy(sa.Addr[:], d.Tap.MAC())
-		for _, f := range frames {
-			if err := unix.Sendto(fd, f, 0, sa); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	sendToTap(t, ns, d.Tap, frames...)
 	if err := d.Tap.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
