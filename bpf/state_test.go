@@ -186,9 +186,16 @@ var traces = []struct {
 	}},
 }
 
-func monoNow(t *testing.T) uint64 {
+func monoNow(t testing.TB) uint64 { return clockNs(t, unix.CLOCK_MONOTONIC) }
+
+// monoCoarse is CLOCK_MONOTONIC as of the last tick, the clock the
+// datapath stamps last_seen with (bpf_ktime_get_coarse_ns): a stamp taken
+// after it is never below it.
+func monoCoarse(t testing.TB) uint64 { return clockNs(t, unix.CLOCK_MONOTONIC_COARSE) }
+
+func clockNs(t testing.TB, clock int32) uint64 {
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	if err := unix.ClockGettime(clock, &ts); err != nil {
 		t.Fatal(err)
 	}
 	return uint64(ts.Nano())
@@ -239,7 +246,7 @@ func TestConnTraces(t *testing.T) {
 							want.Inpkts++
 							want.Inbytes += uint64(p.IPLen)
 						}
-						before := monoNow(t)
+						before := monoCoarse(t)
 						got, _, err := e.run(en, b, ifindex)
 						if err != nil {
 							t.Fatal(err)

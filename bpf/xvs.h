@@ -93,7 +93,8 @@ struct conn {
 	__u32 svc_id;   /* index into xvs_svc_stats */
 	__u32 dest_id;  /* index into xvs_dests and xvs_dest_stats */
 	__u32 pad;
-	__u64 last_seen; /* bpf_ktime_get_ns() of the last packet, either way */
+	__u64 last_seen; /* CLOCK_MONOTONIC ns of the last packet, either way, as
+			  * of the last tick (bpf_ktime_get_coarse_ns, lib/conn.h) */
 };
 
 /* Per-CPU counters of one service or one real server (IPVS's five). */

@@ -7,6 +7,19 @@
  * (xvs_conns_new/xvs_rconns_new, half-open, filled by the daemon) to the
  * main pair (xvs_conns/xvs_rconns, LRU).
  *
+ * last_seen is stamped from bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC as
+ * of the last timer tick, the clock of bpf_ktime_get_ns() and of the
+ * daemon's maps.Now(), at most one jiffy (1-10 ms) behind it. The precise
+ * helper reads the clocksource on every packet, about 25 ns with kvm-clock,
+ * a fifth of the whole hit path; the daemon's timeouts are whole seconds.
+ * So a conn looks up to a jiffy older than it is, and its first packet may
+ * stamp a value a little below the daemon's install stamp. The "last_seen
+ * unchanged since the walk" test of expiry and sync stays right: a conn
+ * idle for a timeout (>= 1 s) gets a new stamp from its next packet. The
+ * stamp is stored only when it changed (once per tick for a busy conn), so
+ * that the two directions of a conn on two CPUs do not keep taking its
+ * cache line from each other.
+ *
  * Races: dport, state and flags of struct conn share one aligned 32-bit
  * word (bytes 16..19, little endian: state in bits 16..23, flags in 24..31).
  * CONN_F_NEW is cleared with an atomic fetch-and and only the CPU that
@@ -272,6 +285,16 @@ static __always_inline void conn_promote(struct pkt *p, struct hit *h)
 	h->fresh = 0;
 }
 
+/* conn_stamp: last_seen of c = now on the coarse clock, written only if
+ * it changed (see the file comment). */
+static __always_inline void conn_stamp(struct conn *c)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (c->last_seen != now)
+		c->last_seen = now;
+}
+
 /* conn_account: the bookkeeping of one forwarded packet of a hit. Stats,
  * the new conn included, count only while the real server is available
  * (IPVS does the same); CONN_F_NEW stays set until they do. A conn of the
@@ -283,7 +306,7 @@ static __always_inline void conn_account(struct pkt *p, struct hit *h)
 
 	if (p->key.proto == IPPROTO_TCP)
 		conn_state(h, p->tcp_flags);
-	h->c->last_seen = bpf_ktime_get_ns();
+	conn_stamp(h->c);
 	if (h->avail)
 		stats_add(h->c->svc_id, h->c->dest_id, h->out, p->ip_len, new);
 	conn_promote(p, h);
@@ -295,7 +318,7 @@ static __always_inline void conn_account(struct pkt *p, struct hit *h)
  * CONN_F_NEW. */
 static __always_inline void conn_touch(struct hit *h, __u32 bytes)
 {
-	h->c->last_seen = bpf_ktime_get_ns();
+	conn_stamp(h->c);
 	if (h->avail)
 		stats_add(h->c->svc_id, h->c->dest_id, h->out, bytes, 0);
 }
