@@ -48,12 +48,18 @@ struct {
 
 /* Half-open connections by client-side tuple: conns installed by the
  * daemon and not yet established. A plain hash: full means the daemon's
- * install fails (or makes room), never that a conn silently disappears. */
+ * install fails (or makes room), never that a conn silently disappears.
+ * Not preallocated: the pair is empty in steady state (conns move to the
+ * main pair within a round trip), so it costs memory only while a burst
+ * of new conns or a flood fills it, not a quarter of the main pair's
+ * 144 bytes per conn all the time. Only the daemon inserts (process
+ * context); the datapath only reads and deletes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct conn_key);
 	__type(value, struct conn);
 	__uint(max_entries, XVS_DEFAULT_CONNS_NEW);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_conns_new SEC(".maps");
 
@@ -64,6 +70,7 @@ struct {
 	__type(key, struct conn_key);
 	__type(value, struct conn_key);
 	__uint(max_entries, XVS_DEFAULT_CONNS_NEW);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_rconns_new SEC(".maps");
 
