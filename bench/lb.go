@@ -247,8 +247,7 @@ func (x *XVS) Start(ctx context.Context, tp *Topo) error {
 	}
 	x.cmd = tp.Dir.Exec(context.Background(), filepath.Join(x.Bin, "xvsd"),
 		"--iface", extIf, "--iface", intIf, "--mode", x.Mode, "--socket", x.sock,
-		"--bpffs", x.bpffs, "--tap", x.tap, "--state", x.state, "--metrics", xvsMetrics,
-		"--first-packet-rate", fmt.Sprint(FirstPacketBudget), "--first-packet-burst", fmt.Sprint(FirstPacketBudget/10))
+		"--bpffs", x.bpffs, "--tap", x.tap, "--state", x.state, "--metrics", xvsMetrics)
 	x.cmd.Stdout, x.cmd.Stderr = x.log, x.log
 	if err := x.cmd.Start(); err != nil {
 		return errors.Join(fmt.Errorf("start xvsd: %w", err), x.Stop())
@@ -488,15 +487,32 @@ const clockTicks = 100
 
 // SetFirstPacketBudget changes xvsd's global first-packet budget in its
 // pinned xvs_budget map (rate 0: unlimited), the way xvsd's
-// --first-packet-rate sets it at start-up.
-func (x *XVS) SetFirstPacketBudget(rate, burst uint64) error {
+// --first-packet-rate sets it at start-up, and returns a function that
+// puts the previous one back.
+func (x *XVS) SetFirstPacketBudget(rate, burst uint64) (restore func() error, err error) {
 	m, err := ebpf.LoadPinnedMap(filepath.Join(x.bpffs, "xvs_budget"), nil)
 	if err != nil {
-		return fmt.Errorf("open xvs_budget: %w", err)
+		return nil, fmt.Errorf("open xvs_budget: %w", err)
 	}
 	defer m.Close()
 	// The global bucket is the map's last entry (XVS_BUDGET_GLOBAL).
-	return m.Update(m.MaxEntries()-1, bpf.XvsBudget{Rate: rate, Burst: burst}, ebpf.UpdateExist)
+	key := m.MaxEntries() - 1
+	var old bpf.XvsBudget
+	if err := m.Lookup(key, &old); err != nil {
+		return nil, fmt.Errorf("read the global budget: %w", err)
+	}
+	set := func(b bpf.XvsBudget) error {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(x.bpffs, "xvs_budget"), nil)
+		if err != nil {
+			return fmt.Errorf("open xvs_budget: %w", err)
+		}
+		defer m.Close()
+		return m.Update(key, b, ebpf.UpdateExist)
+	}
+	if err := set(bpf.XvsBudget{Rate: rate, Burst: burst}); err != nil {
+		return nil, err
+	}
+	return func() error { return set(bpf.XvsBudget{Rate: old.Rate, Burst: old.Burst}) }, nil
 }
 
 // Diag is xvsd's log and listing, for failures ("" when it is not running).

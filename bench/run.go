@@ -291,8 +291,31 @@ func runUDP(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer
 		return // no first-packet path
 	}
 	if cfg.want("flood") {
-		// Established flows while first packets flood the director at
-		// about 5x xvsd's first-packet budget (the paced sender's ceiling here).
+		runFlood(ctx, t, cfg, env, genCPU, salt, res, fail)
+	}
+	if cfg.want("newflow") {
+		runNewFlows(ctx, t, cfg, env, genCPU, salt, res, fail)
+	}
+}
+
+// runFlood: established flows while first packets flood the director at
+// 5x xvsd's first-packet budget, set to FirstPacketBudget for the run.
+func runFlood(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, genCPU int, salt uint32, res *Results, fail func(string, error)) {
+	t.Helper()
+	name := env.lb.Name()
+	if x, ok := env.lb.(*XVS); ok {
+		restore, err := x.SetFirstPacketBudget(FirstPacketBudget, FirstPacketBudget/10)
+		if err != nil {
+			fail("first-packet budget", err)
+			return
+		}
+		defer func() {
+			if err := restore(); err != nil {
+				fail("first-packet budget", err)
+			}
+		}()
+	}
+	{
 		fl, err := env.EstablishedUnderFlood(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, genCPU, salt, 5*FirstPacketBudget)
 		for _, r := range fl {
 			res.Add("flood_est_delivery", name, "ratio", r.DeliveryRatio())
@@ -308,9 +331,6 @@ func runUDP(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer
 		if err != nil {
 			fail("established flows under a flood", err)
 		}
-	}
-	if cfg.want("newflow") {
-		runNewFlows(ctx, t, cfg, env, genCPU, salt, res, fail)
 	}
 }
 
@@ -345,12 +365,13 @@ func runNewFlows(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, gen
 	// The capacity of the first-packet path is measured without the
 	// budget that protects it in the flood run.
 	if x, ok := env.lb.(*XVS); ok {
-		if err := x.SetFirstPacketBudget(0, 0); err != nil {
+		restore, err := x.SetFirstPacketBudget(0, 0)
+		if err != nil {
 			fail("first-packet budget", err)
 			return
 		}
 		defer func() {
-			if err := x.SetFirstPacketBudget(FirstPacketBudget, FirstPacketBudget/10); err != nil {
+			if err := restore(); err != nil {
 				fail("first-packet budget", err)
 			}
 		}()
