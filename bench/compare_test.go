@@ -26,6 +26,7 @@ var (
 	connTable = flag.Uint("conns", 1<<20, "connection-table size for the scale figure (0: skip)")
 	prefix    = flag.String("prefix", "", "namespace name prefix (default: random xvsb-XXXXXX)")
 	workDir   = flag.String("workdir", "", "directory for xvsd's files (default: temp dir)")
+	floodPin  = flag.Bool("flood-pin-xvsd", false, "flood run: pin xvsd to the generator's CPU, away from the director's receive CPU")
 	workers   = flag.Int("workers", 8, "concurrent clients of the new-connection rate")
 	metrics   = flag.String("metrics", "", "comma-separated measurements: conn,iperf,udp,flood,newflow (default all)")
 )
@@ -41,6 +42,7 @@ func TestCompare(t *testing.T) {
 	cfg.Bin, cfg.GoBench, cfg.Reps, cfg.ConnEntries = *xvsBin, *goBench, *reps, uint32(*connTable)
 	cfg.Prefix, cfg.WorkDir = *prefix, *workDir
 	cfg.Workers = *workers
+	cfg.FloodPinXvsd = *floodPin
 	if *metrics != "" {
 		cfg.Metrics = strings.Split(*metrics, ",")
 	}

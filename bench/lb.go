@@ -18,6 +18,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"xvs/bpf"
 )
@@ -479,6 +480,37 @@ func procCPU(pid int) (time.Duration, error) {
 		ticks += v
 	}
 	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// Pin sets the CPU affinity of every thread of xvsd (threads it starts
+// later inherit it from the thread that starts them).
+func (x *XVS) Pin(cpus []int) error {
+	if x.cmd == nil || x.cmd.Process == nil {
+		return errors.New("xvsd is not running")
+	}
+	return pinProcess(x.cmd.Process.Pid, cpus)
+}
+
+// pinProcess sets the CPU affinity of every thread of process pid.
+func pinProcess(pid int, cpus []int) error {
+	var set unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("pin thread %d of %d: %w", tid, pid, err)
+		}
+	}
+	return nil
 }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on

@@ -17,20 +17,21 @@ import (
 
 // Config is what one comparison run does.
 type Config struct {
-	Bin         string        // directory with xvsd and xvsadm; empty: no xvs columns
-	Balancers   []string      // names to run (default: forward nft ref xvs-tc xvs)
-	Reps        int           // repetitions of each measurement
-	PPSTime     time.Duration // per repetition, established and new-flow floods
-	ConnTime    time.Duration // per repetition, new-connection rate
-	IperfTime   time.Duration // per repetition, iperf3
-	Flows       int           // established flows
-	NewFlowRate float64       // offered new flows per second (paced run)
-	Workers     int           // concurrent TCP clients
-	ConnEntries uint32        // connection-table size for the scale figure (0: skip)
-	GoBench     string        // `go test -bench` output of ./bpf and ./sched to merge (optional)
-	Prefix      string        // namespace name prefix (default: a fresh "xvsb-XXXXXX")
-	WorkDir     string        // where xvsd's socket, bpffs and log go (default: the system temp dir)
-	Metrics     []string      // measurements to run: conn, iperf, udp, flood, newflow (default: all)
+	Bin          string        // directory with xvsd and xvsadm; empty: no xvs columns
+	Balancers    []string      // names to run (default: forward nft ref xvs-tc xvs)
+	Reps         int           // repetitions of each measurement
+	PPSTime      time.Duration // per repetition, established and new-flow floods
+	ConnTime     time.Duration // per repetition, new-connection rate
+	IperfTime    time.Duration // per repetition, iperf3
+	Flows        int           // established flows
+	NewFlowRate  float64       // offered new flows per second (paced run)
+	Workers      int           // concurrent TCP clients
+	ConnEntries  uint32        // connection-table size for the scale figure (0: skip)
+	GoBench      string        // `go test -bench` output of ./bpf and ./sched to merge (optional)
+	Prefix       string        // namespace name prefix (default: a fresh "xvsb-XXXXXX")
+	WorkDir      string        // where xvsd's socket, bpffs and log go (default: the system temp dir)
+	Metrics      []string      // measurements to run: conn, iperf, udp, flood, newflow (default: all)
+	FloodPinXvsd bool          // flood run: xvsd on the generator's CPU, not the director's
 }
 
 // want reports whether measurement m is configured.
@@ -137,10 +138,7 @@ func Run(ctx context.Context, t testing.TB, cfg Config, res *Results) {
 		res.Add("bpf_hit_cold_ns", "ref", "ns/op", cold)
 		t.Logf("ref: hit path %.1f ns/packet warm, %.1f cold (prog_test_run)", warm, cold)
 	}
-	cpus := make([]int, runtime.NumCPU())
-	for i := range cpus {
-		cpus[i] = i
-	}
+	cpus := allCPUs()
 	for i, name := range cfg.Balancers {
 		lb, ok := newBalancer(name, cfg)
 		if !ok {
@@ -149,6 +147,15 @@ func Run(ctx context.Context, t testing.TB, cfg Config, res *Results) {
 		}
 		runBalancer(ctx, t, cfg, tp, lb, cpus, uint32(i)<<26, res)
 	}
+}
+
+// allCPUs lists the CPUs 0..NumCPU-1.
+func allCPUs() []int {
+	cpus := make([]int, runtime.NumCPU())
+	for i := range cpus {
+		cpus[i] = i
+	}
+	return cpus
 }
 
 func newBalancer(name string, cfg Config) (Balancer, bool) {
@@ -304,6 +311,19 @@ func runFlood(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, genCPU
 	t.Helper()
 	name := env.lb.Name()
 	if x, ok := env.lb.(*XVS); ok {
+		if cfg.FloodPinXvsd {
+			// xvsd away from the director's receive CPU, as on a
+			// director with more CPUs than receive queues.
+			if err := x.Pin([]int{genCPU}); err != nil {
+				fail("pin xvsd", err)
+				return
+			}
+			defer func() {
+				if err := x.Pin(allCPUs()); err != nil {
+					fail("unpin xvsd", err)
+				}
+			}()
+		}
 		restore, err := x.SetFirstPacketBudget(FirstPacketBudget, FirstPacketBudget/10)
 		if err != nil {
 			fail("first-packet budget", err)

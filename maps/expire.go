@@ -96,60 +96,27 @@ func (e *expirer) load(m *Maps) error {
 }
 
 // loadExpire loads xvs_expire with the maps of maps.h replaced by m's.
-// Maps and variables the program does not use are dropped from the spec,
-// so nothing else is created.
 func loadExpire(m *Maps) (*ebpf.Program, *ebpf.Map, error) {
 	spec, err := expire.LoadExpire()
 	if err != nil {
 		return nil, nil, fmt.Errorf("load expire spec: %w", err)
 	}
-	prog := spec.Programs[expire.ExpireProgXvsExpire]
-	if prog == nil {
-		return nil, nil, errors.New("expire object has no program xvs_expire")
-	}
-	used := make(map[string]bool)
-	for _, ins := range prog.Instructions {
-		if ins.IsLoadFromMap() {
-			used[ins.Reference()] = true
-		}
-	}
-	live := map[string]*ebpf.Map{
+	coll, err := loadSyscallProg(spec, expire.ExpireProgXvsExpire, map[string]*ebpf.Map{
 		expire.ExpireMapXvsConns:     m.conns,
 		expire.ExpireMapXvsRconns:    m.rconns,
 		expire.ExpireMapXvsConnsNew:  m.nconns,
 		expire.ExpireMapXvsRconnsNew: m.nrconns,
 		expire.ExpireMapXvsDests:     m.dests,
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	repl := make(map[string]*ebpf.Map)
-	for name, ms := range spec.Maps {
-		if !used[name] {
-			delete(spec.Maps, name)
-			continue
-		}
-		ms.Pinning = ebpf.PinNone
-		lm := live[name]
-		if lm == nil {
-			continue // the program's own batch map
-		}
-		// The loader sizes the conn tables at load; the rest of the
-		// spec must match (same header), which NewCollection checks.
-		ms.MaxEntries = lm.MaxEntries()
-		repl[name] = lm
-	}
-	for name, vs := range spec.Variables {
-		if spec.Maps[vs.SectionName] == nil {
-			delete(spec.Variables, name)
-		}
-	}
-	if spec.Maps[expire.ExpireMapXvsExpBatch] == nil {
+	defer coll.Close() // the replaced maps are not closed: they are not the collection's
+	p, b := coll.DetachProgram(expire.ExpireProgXvsExpire), coll.DetachMap(expire.ExpireMapXvsExpBatch)
+	if b == nil {
+		p.Close()
 		return nil, nil, errors.New("expire program does not use its batch map")
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: repl})
-	if err != nil {
-		return nil, nil, fmt.Errorf("load expire program: %w", err)
-	}
-	p, b := coll.DetachProgram(expire.ExpireProgXvsExpire), coll.DetachMap(expire.ExpireMapXvsExpBatch)
-	coll.Close() // the replaced maps are not closed: they are not the collection's
 	return p, b, nil
 }
 

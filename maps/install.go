@@ -121,7 +121,7 @@ func (in *installer) load(m *Maps) error {
 	}
 	in.prog = coll.DetachProgram(install.InstallProgXvsInstall)
 	in.batch = coll.DetachMap(install.InstallMapXvsInstBatch)
-	coll.Close()
+	coll.Close() // the replaced maps are not closed: they are not the collection's
 	if in.batch == nil {
 		in.prog.Close()
 		return errors.New("install program does not use its batch map")
@@ -161,9 +161,12 @@ func loadSyscallProg(spec *ebpf.CollectionSpec, name string, live map[string]*eb
 		}
 		ms.Pinning = ebpf.PinNone
 		if lm := live[mn]; lm != nil {
-			// The loader sizes the conn tables at load; the rest of
-			// the spec must match (same header), which the load checks.
+			// The loader sizes the conn tables at load, and whether a
+			// table is preallocated is the datapath's business, not
+			// this program's; the rest of the spec must match (same
+			// header), which the load checks.
 			ms.MaxEntries = lm.MaxEntries()
+			ms.Flags = lm.Flags()
 			repl[mn] = lm
 		}
 	}

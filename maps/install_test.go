@@ -6,7 +6,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"xvs/bpf"
+	"xvs/testutil"
 )
 
 // TestInstallConns: a batch larger than one run of xvs_install goes into
@@ -191,5 +194,54 @@ func TestInstallConnsConcurrent(t *testing.T) {
 	}
 	for i := range per {
 		wantPair(t, raw, tcpConn(i), pairNew)
+	}
+}
+
+// TestSyscallProgsFollowLiveMaps: the install and expire programs load
+// against conn tables whose flags differ from their object's (a datapath
+// built with preallocated half-open tables), instead of failing over to
+// the per-conn syscalls.
+func TestSyscallProgsFollowLiveMaps(t *testing.T) {
+	testutil.NeedRoot(t)
+	spec, err := bpf.LoadXvs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ms := range spec.Maps {
+		ms.Pinning = ebpf.PinNone
+	}
+	for _, n := range []string{bpf.XvsMapXvsConns, bpf.XvsMapXvsRconns, bpf.XvsMapXvsConnsNew, bpf.XvsMapXvsRconnsNew} {
+		spec.Maps[n].MaxEntries = 1024
+	}
+	spec.Maps[bpf.XvsMapXvsConnsNew].Flags = 0
+	spec.Maps[bpf.XvsMapXvsRconnsNew].Flags = 0
+	var raw bpf.XvsMaps
+	if err := spec.LoadAndAssign(&raw, nil); err != nil {
+		t.Fatalf("load maps: %v", err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	m, err := New(&raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	c := tcpConn(1)
+	errs := make([]error, 1)
+	m.InstallConns([]Conn{c}, errs)
+	if errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	if m.inst.err != nil {
+		t.Errorf("xvs_install not loaded: %v", m.inst.err)
+	}
+	got, err := m.LookupConn(c.Proto, c.Client, c.VIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := m.ExpireConns([]Conn{got}); err != nil || n != 1 {
+		t.Errorf("ExpireConns = %d, %v; want 1", n, err)
+	}
+	if m.expire.err != nil {
+		t.Errorf("xvs_expire not loaded: %v", m.expire.err)
 	}
 }
