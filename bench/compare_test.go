@@ -16,19 +16,20 @@ import (
 )
 
 var (
-	compare   = flag.Bool("compare", false, "run the load-balancer comparison (make bench)")
-	xvsBin    = flag.String("xvsbin", "", "directory with xvsd and xvsadm (empty: no xvs columns)")
-	goBench   = flag.String("gobench", "", "go test -bench output of ./bpf and ./sched to merge")
-	rawOut    = flag.String("out", "", "file for the raw figures (default bench-raw-TIME.tsv)")
-	tableOut  = flag.String("table", "", "also write the summary table to this file")
-	only      = flag.String("only", "", "comma-separated balancers to run: forward,nft,ref,xvs-tc,xvs (default all; none: only the in-process figures)")
-	reps      = flag.Int("reps", 3, "repetitions of each measurement")
-	connTable = flag.Uint("conns", 1<<20, "connection-table size for the scale figure (0: skip)")
-	prefix    = flag.String("prefix", "", "namespace name prefix (default: random xvsb-XXXXXX)")
-	workDir   = flag.String("workdir", "", "directory for xvsd's files (default: temp dir)")
-	floodPin  = flag.Bool("flood-pin-xvsd", false, "flood run: pin xvsd to the generator's CPU, away from the director's receive CPU")
-	workers   = flag.Int("workers", 8, "concurrent clients of the new-connection rate")
-	metrics   = flag.String("metrics", "", "comma-separated measurements: conn,iperf,udp,flood,newflow (default all)")
+	compare     = flag.Bool("compare", false, "run the load-balancer comparison (make bench)")
+	xvsBin      = flag.String("xvsbin", "", "directory with xvsd and xvsadm (empty: no xvs columns)")
+	goBench     = flag.String("gobench", "", "go test -bench output of ./bpf and ./sched to merge")
+	rawOut      = flag.String("out", "", "file for the raw figures (default bench-raw-TIME.tsv)")
+	tableOut    = flag.String("table", "", "also write the summary table to this file")
+	only        = flag.String("only", "", "comma-separated balancers to run: forward,nft,ref,xvs-tc,xvs (default all; none: only the in-process figures)")
+	reps        = flag.Int("reps", 3, "repetitions of each measurement")
+	connTable   = flag.Uint("conns", 1<<20, "connection-table size for the scale figure (0: skip)")
+	prefix      = flag.String("prefix", "", "namespace name prefix (default: random xvsb-XXXXXX)")
+	workDir     = flag.String("workdir", "", "directory for xvsd's files (default: temp dir)")
+	floodPin    = flag.Bool("flood-pin-xvsd", false, "flood run: pin xvsd to the generator's CPU, away from the director's receive CPU")
+	floodBudget = flag.Uint64("flood-budget", 0, "flood run: xvsd's first-packet budget (default FirstPacketBudget; the flood stays 5x FirstPacketBudget)")
+	workers     = flag.Int("workers", 8, "concurrent clients of the new-connection rate")
+	metrics     = flag.String("metrics", "", "comma-separated measurements: conn,iperf,udp,flood,newflow (default all)")
 )
 
 // TestCompare is `make bench`: every balancer in turn on one topology,
@@ -43,6 +44,7 @@ func TestCompare(t *testing.T) {
 	cfg.Prefix, cfg.WorkDir = *prefix, *workDir
 	cfg.Workers = *workers
 	cfg.FloodPinXvsd = *floodPin
+	cfg.FloodBudget = *floodBudget
 	if *metrics != "" {
 		cfg.Metrics = strings.Split(*metrics, ",")
 	}

@@ -246,6 +246,38 @@ func (g *Generator) Flood(ctx context.Context, cpus []int, d time.Duration) (tim
 	return time.Since(start), errors.Join(errs...)
 }
 
+// Paced sends pps frames a second from a thread pinned to cpu for d (or
+// until ctx ends), in one live-frame run every 10 ms, and returns the time
+// it took. The frames of a run leave back to back: a flood in bursts of
+// pps/100 frames.
+func (g *Generator) Paced(ctx context.Context, cpu int, pps float64, d time.Duration) (time.Duration, error) {
+	const tick = 10 * time.Millisecond
+	start := time.Now()
+	err := g.ns.Do(func() error {
+		restore, err := pinCPU(cpu)
+		if err != nil {
+			return err
+		}
+		defer restore()
+		sent := 0.0
+		for next := start; time.Since(start) < d && ctx.Err() == nil; next = next.Add(tick) {
+			if w := time.Until(next); w > 0 {
+				time.Sleep(w)
+			}
+			want := pps*time.Since(start).Seconds() - sent
+			if want < 1 {
+				continue
+			}
+			if err := g.run(uint32(want)); err != nil {
+				return err
+			}
+			sent += float64(uint32(want))
+		}
+		return nil
+	})
+	return time.Since(start), err
+}
+
 // pinCPU pins the calling (locked) thread to cpu and returns how to undo it.
 func pinCPU(cpu int) (func(), error) {
 	runtime.LockOSThread()
