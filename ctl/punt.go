@@ -148,18 +148,6 @@ func newPuntBatch(n int) *puntBatch {
 	return b
 }
 
-// firstPacket schedules the connection of one punted frame and says what
-// to do with it (firstPackets for a batch of one).
-func (t *Table) firstPacket(frame []byte, st *PuntStats) verdict {
-	b := &puntBatch{
-		bufs: [][]byte{frame}, lens: []int{len(frame)}, verdicts: make([]verdict, 1),
-		frames: make([]loader.Frame, 1), keys: make([]maps.Conn, 1), exist: make([]bool, 1),
-		first: make([]int, 1), errs: make([]error, 1),
-	}
-	t.firstPackets(b, 1, st)
-	return b.verdicts[0]
-}
-
 // firstPackets schedules the connections of the batch's first n frames
 // and sets their verdicts. Conns that exist already (a flow punted twice,
 // a SYN on a closed conn's port) are found before scheduling, so that

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"xvs/ctl/ctltest"
+	"xvs/loader"
+	"xvs/maps"
 	"xvs/testutil"
 )
 
@@ -54,6 +56,18 @@ func (f *fakeTap) Write(q int, frame []byte) error {
 }
 
 func (f *fakeTap) MAC() net.HardwareAddr { return f.mac }
+
+// firstPacket schedules the connection of one punted frame and says what
+// to do with it (firstPackets for a batch of one, as the workers would with a single frame queued).
+func (t *Table) firstPacket(frame []byte, st *PuntStats) verdict {
+	b := &puntBatch{
+		bufs: [][]byte{frame}, lens: []int{len(frame)}, verdicts: make([]verdict, 1),
+		frames: make([]loader.Frame, 1), keys: make([]maps.Conn, 1), exist: make([]bool, 1),
+		first: make([]int, 1), errs: make([]error, 1),
+	}
+	t.firstPackets(b, 1, st)
+	return b.verdicts[0]
+}
 
 func syn(client, vip netip.AddrPort) []byte {
 	return testutil.Frame{
