@@ -118,6 +118,11 @@ func ConnTable(ctx context.Context, n uint32, reps int) (ConnTableResult, error)
 
 	vip := netip.AddrPortFrom(netip.MustParseAddr("198.18.0.1"), 80)
 	rs := netip.AddrPortFrom(netip.MustParseAddr("198.19.0.2"), 80)
+	// The conns go to dest id 0, whose address the datapath (and
+	// InstallConn's check) takes from xvs_dests.
+	if err := m.SetDest(0, rs.Addr(), true); err != nil {
+		return res, err
+	}
 	t0 := time.Now()
 	for i := range n {
 		if ctx.Err() != nil {

@@ -76,7 +76,10 @@ func benchHit(b *testing.B, reverse bool) {
 	setupConns(e)
 	cport := cportOf(0, 0)
 	cli, vip, rs := ap(cli4, cport), ap(vip4, vport), ap(rs4, rport)
-	e.addConn(cli, rs, vip, testutil.ProtoTCP, svcTCPID, destRS)
+	// Its own service (its "VIP" is rs) and dest (the address vip),
+	// available like setupConns' dests.
+	e.putDest(destRS+2*v6IDs, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
+	e.addConn(cli, rs, vip, testutil.ProtoTCP, svcTCPID+2*v6IDs, destRS+2*v6IDs)
 	if err := e.ns.do(func() error {
 		_, dst, _ := net.ParseCIDR("202.103.106.5/32")
 		return netlink.RouteAdd(&netlink.Route{Dst: dst, Gw: net.ParseIP("10.0.0.2")})

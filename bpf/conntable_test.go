@@ -27,19 +27,20 @@ const (
 func (p pairAt) String() string { return [...]string{"none", "new", "main", "both"}[p] }
 
 // pairOf says which pair holds client-side key k with server-side key rk;
-// in a pair, both keys must be there and rk must map back to k.
+// in a pair, both keys must be there and rk must name k (its service and
+// virtual port).
 func (e *env) pairOf(t *testing.T, k, rk XvsConnKey) pairAt {
 	t.Helper()
 	in := func(conns, rconns *ebpf.Map) bool {
 		var c XvsConn
 		cerr := conns.Lookup(k, &c)
-		var back XvsConnKey
+		var back XvsRconn
 		rerr := rconns.Lookup(rk, &back)
 		if (cerr == nil) != (rerr == nil) {
 			t.Errorf("client side: %v, server side: %v: the keys disagree", cerr, rerr)
 		}
-		if rerr == nil && back != k {
-			t.Errorf("server side maps to %+v, want %+v", back, k)
+		if want := (XvsRconn{SvcId: c.SvcId, Vport: k.Dport}); cerr == nil && rerr == nil && back != want {
+			t.Errorf("server side maps to %+v, want %+v", back, want)
 		}
 		return cerr == nil
 	}
@@ -79,7 +80,94 @@ const connTablesNew = 64
 func TestConnTables(t *testing.T) {
 	e := newEnvSized(t, map[string]uint32{"xvs_conns_new": connTablesNew, "xvs_rconns_new": connTablesNew})
 	t.Run("promotion", func(t *testing.T) { testPromotion(t, e.with(t)) })
+	t.Run("shared server key", func(t *testing.T) { testSharedServerKey(t, e.with(t)) })
+	// Last: it leaves the new pair full.
 	t.Run("flood keeps established", func(t *testing.T) { testFloodKeepsEstablished(t, e.with(t)) })
+}
+
+// testSharedServerKey: two services whose conns share the real server and
+// the client's port, hence one server-side key. struct rconn holds only
+// the service id and virtual port: each reply goes out from the VIP of
+// the conn that holds the key, taken from the service's xvs_vips entry.
+// The newer conn takes the key over (as maps.InstallConn installs it),
+// as a newer conn shadows an older one in IPVS's out-lookup; both still
+// forward client -> real server.
+func testSharedServerKey(t *testing.T, e *env) {
+	avail := XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)}
+	const proto = testutil.ProtoUDP
+	n := 0
+	for _, en := range entries {
+		for _, fa := range families {
+			n++
+			t.Run(en.name+"/"+fa.name, func(t *testing.T) {
+				svcA, svcB := uint32(100+2*n), uint32(101+2*n)
+				destA, destB := svcA, svcB
+				e.putDest(destA, avail)
+				e.putDest(destB, avail)
+				cli, rs := ap(fa.cli, uint16(52000+n)), ap(fa.rs, rport)
+				vipA, vipB := ap(fa.vip, vport), ap(fa.vip.Next(), vport+1)
+				rk := rconnKey(cli, rs, proto)
+				reply := frame(rs, cli, proto, 0, macRS, macInt)
+				from := func(v netip.AddrPort) []byte {
+					w := reply
+					w.Src, w.SrcPort, w.TTL, w.SrcMAC, w.DstMAC = v.Addr(), v.Port(), 63, macExt, macCli
+					return w.Bytes()
+				}
+				toRS := func(v netip.AddrPort) {
+					t.Helper()
+					f := frame(cli, v, proto, 0, macCli, macExt)
+					w := f
+					w.Dst, w.DstPort, w.TTL, w.DstMAC, w.SrcMAC = rs.Addr(), rs.Port(), 63, macRS, macInt
+					e.sendOK(t, en, f, e.ext.index, w.Bytes())
+				}
+
+				// A: its reply finds A through xvs_vips[svcA] and
+				// promotes it.
+				kA := e.addConn(cli, vipA, rs, proto, svcA, destA)
+				e.sendOK(t, en, reply, e.intl.index, from(vipA))
+				if at := e.pairOf(t, kA, rk); at != atMain {
+					t.Fatalf("A in pair %s, want main", at)
+				}
+
+				// B, newer, same server-side key: new pair, and the
+				// main pair's server-side entry now names B.
+				kB := connKey(cli, vipB, proto)
+				e.putVIP(vipB, proto, svcB)
+				e.setDestAddr(destB, rs.Addr())
+				c := XvsConn{Dport: be16(rs.Port()), Flags: uint8(XvsConnFlagsCONN_F_NEW), SvcId: svcB, DestId: destB}
+				if err := e.objs.XvsConnsNew.Update(kB, c, ebpf.UpdateNoExist); err != nil {
+					t.Fatal(err)
+				}
+				if err := e.objs.XvsRconnsNew.Update(rk, rconn(vipB, svcB), ebpf.UpdateNoExist); err != nil {
+					t.Fatal(err)
+				}
+				if err := e.objs.XvsRconns.Update(rk, rconn(vipB, svcB), ebpf.UpdateExist); err != nil {
+					t.Fatal(err)
+				}
+				e.sendOK(t, en, reply, e.intl.index, from(vipB))
+				if at := e.pairOf(t, kB, rk); at != atMain {
+					t.Fatalf("B in pair %s, want main", at)
+				}
+				toRS(vipA)
+				toRS(vipB)
+				e.sendOK(t, en, reply, e.intl.index, from(vipB))
+
+				// The VIP comes from xvs_vips: naming another one there
+				// leaves the reply without a conn.
+				e.putVIP(ap(other4, vipB.Port()), proto, svcB)
+				e.resetReasons()
+				got, _, err := e.run(en, reply.Bytes(), e.intl.index)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := e.reasons(); got != en.code(vPass) || r[XvsReasonREASON_PASS_NO_SVC] != 1 {
+					t.Errorf("reply with svcB's VIP gone: verdict %d, reasons %v; want pass, no_svc", got, r)
+				}
+				e.putVIP(vipB, proto, svcB)
+				e.sendOK(t, en, reply, e.intl.index, from(vipB))
+			})
+		}
+	}
 }
 
 // testPromotion drives conns through the programs: a conn installed by
@@ -237,9 +325,9 @@ func testFloodKeepsEstablished(t *testing.T, e *env) {
 		cli := ap(cli4, uint16(10000+i))
 		for try := 0; ; try++ {
 			k := connKey(cli, vip, testutil.ProtoTCP)
-			c := XvsConn{Daddr: addr16(rs.Addr()), Dport: be16(rs.Port()), Flags: uint8(XvsConnFlagsCONN_F_NEW),
+			c := XvsConn{Dport: be16(rs.Port()), Flags: uint8(XvsConnFlagsCONN_F_NEW),
 				SvcId: svc, DestId: dest}
-			err := e.objs.XvsRconnsNew.Update(rconnKey(cli, rs, testutil.ProtoTCP), k, ebpf.UpdateAny)
+			err := e.objs.XvsRconnsNew.Update(rconnKey(cli, rs, testutil.ProtoTCP), rconn(vip, svc), ebpf.UpdateAny)
 			if err == nil {
 				err = e.objs.XvsConnsNew.Update(k, c, ebpf.UpdateNoExist)
 				if err != nil {

@@ -301,7 +301,7 @@ func TestFragNeeded(t *testing.T) {
 	data := testutil.TCPAck | testutil.TCPPsh
 	const cport6 = 44004
 	for pi, pr := range protos {
-		e.addConn(ap(cli6, cport6+uint16(pi)), ap(vip6, vport), ap(rsMTU6, rport), pr.proto, svcTCPID, destMTU)
+		e.addConn(ap(cli6, cport6+uint16(pi)), ap(vip6, vport), ap(rsMTU6, rport), pr.proto, svcTCPID+v6IDs, destMTU+v6IDs)
 	}
 	var cs []dpCase
 	for pi, pr := range protos {

@@ -392,9 +392,27 @@ func family(a netip.Addr) uint8 {
 func (e *env) addSvc(vip netip.Addr, port uint16, proto uint8, id uint32) {
 	e.t.Helper()
 	k := XvsSvcKey{Addr: addr16(vip), Port: be16(port), Proto: proto, Family: family(vip)}
+	if err := e.objs.XvsVips.Put(id, k); err != nil {
+		e.t.Fatal(err)
+	}
 	if err := e.objs.XvsSvcs.Put(k, XvsSvc{Id: id}); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// putVIP records service id's key in xvs_vips, as maps.PutService does:
+// the reverse lookup takes a conn's VIP from there.
+func (e *env) putVIP(vip netip.AddrPort, proto uint8, id uint32) {
+	e.t.Helper()
+	k := XvsSvcKey{Addr: addr16(vip.Addr()), Port: be16(vip.Port()), Proto: proto, Family: family(vip.Addr())}
+	if err := e.objs.XvsVips.Put(id, k); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// rconn is the server-side value of a conn of service svc to vip.
+func rconn(vip netip.AddrPort, svc uint32) XvsRconn {
+	return XvsRconn{SvcId: svc, Vport: be16(vip.Port())}
 }
 
 // connKey is the client-side key of cli -> vip.
@@ -409,25 +427,39 @@ func rconnKey(cli, rs netip.AddrPort, proto uint8) XvsConnKey {
 		Sport: be16(rs.Port()), Dport: be16(cli.Port()), Proto: proto, Family: family(cli.Addr())}
 }
 
-// addConn installs a conn as the control plane does: state NONE, flag NEW,
-// both keys in the new pair (xvs_conns_new, xvs_rconns_new), and one more
-// inactive conn on its dest.
+// addConn installs a conn as the control plane does: the service's VIP
+// in xvs_vips and the real server's address in xvs_dests, state NONE,
+// flag NEW, both keys in the new pair (xvs_conns_new, xvs_rconns_new),
+// and one more inactive conn on its dest.
 func (e *env) addConn(cli, vip, rs netip.AddrPort, proto uint8, svc, dest uint32) XvsConnKey {
 	e.t.Helper()
 	k := connKey(cli, vip, proto)
 	rk := rconnKey(cli, rs, proto)
-	c := XvsConn{Daddr: addr16(rs.Addr()), Dport: be16(rs.Port()), Flags: uint8(XvsConnFlagsCONN_F_NEW),
+	e.putVIP(vip, proto, svc)
+	e.setDestAddr(dest, rs.Addr())
+	c := XvsConn{Dport: be16(rs.Port()), Flags: uint8(XvsConnFlagsCONN_F_NEW),
 		SvcId: svc, DestId: dest}
 	if err := e.objs.XvsConnsNew.Update(k, c, ebpf.UpdateNoExist); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.objs.XvsRconnsNew.Update(rk, k, ebpf.UpdateNoExist); err != nil {
+	if err := e.objs.XvsRconnsNew.Update(rk, rconn(vip, svc), ebpf.UpdateNoExist); err != nil {
 		e.t.Fatal(err)
 	}
 	d := e.dest(dest)
 	d.Inactive++
 	e.putDest(dest, d)
 	return k
+}
+
+// setDestAddr sets the real server's address of dest id, as
+// maps.SetDest does; counters and flags stay.
+func (e *env) setDestAddr(id uint32, a netip.Addr) {
+	e.t.Helper()
+	d := e.dest(id)
+	d.Addr, d.Family = addr16(a), family(a)
+	if err := e.objs.XvsDests.Put(id, d); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // connTable returns the client-side table that holds k: xvs_conns if it
@@ -467,8 +499,15 @@ func (e *env) dest(id uint32) XvsDest {
 	return d
 }
 
+// putDest writes dest id's counters and flags; a d without an address
+// keeps the address the dest has (tests set counters and flags, addConn
+// and setDestAddr the address).
 func (e *env) putDest(id uint32, d XvsDest) {
 	e.t.Helper()
+	if d.Family == 0 {
+		cur := e.dest(id)
+		d.Addr, d.Family = cur.Addr, cur.Family
+	}
 	if err := e.objs.XvsDests.Put(id, d); err != nil {
 		e.t.Fatal(err)
 	}

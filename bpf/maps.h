@@ -37,11 +37,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_conns SEC(".maps");
 
-/* Connections by server-side tuple (real server -> client): client-side key. */
+/* Connections by server-side tuple (real server -> client): service id
+ * and virtual port, from which lib/conn.h rebuilds the client-side key
+ * (struct rconn). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct conn_key);
-	__type(value, struct conn_key);
+	__type(value, struct rconn);
 	__uint(max_entries, XVS_DEFAULT_CONNS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_rconns SEC(".maps");
@@ -52,7 +54,7 @@ struct {
  * Not preallocated: the pair is empty in steady state (conns move to the
  * main pair within a round trip), so it costs memory only while a burst
  * of new conns or a flood fills it, not a quarter of the main pair's
- * 144 bytes per conn all the time. Only the daemon inserts (process
+ * 128 + 112 bytes per conn all the time. Only the daemon inserts (process
  * context); the datapath only reads and deletes. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -63,18 +65,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_conns_new SEC(".maps");
 
-/* Half-open connections by server-side tuple: client-side key in
- * xvs_conns_new. */
+/* Half-open connections by server-side tuple: struct rconn naming the
+ * client-side key in xvs_conns_new. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct conn_key);
-	__type(value, struct conn_key);
+	__type(value, struct rconn);
 	__uint(max_entries, XVS_DEFAULT_CONNS_NEW);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_rconns_new SEC(".maps");
 
-/* Real servers by dest id: ActiveConn/InActConn and availability. */
+/* Real servers by dest id: ActiveConn/InActConn, availability and the
+ * address conns to it are rewritten to. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -83,6 +86,19 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_dests SEC(".maps");
+
+/* Virtual addresses by service id: the service's key (VIP, port, proto,
+ * family), written by the daemon with the service (maps.PutService) and
+ * left in place when it is deleted, since its conns may outlive it (the id
+ * is not reused until they are gone). The reverse lookup takes a conn's
+ * VIP from here (struct rconn). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct svc_key);
+	__uint(max_entries, XVS_MAX_SVCS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_vips SEC(".maps");
 
 /* Per-service counters by service id. */
 struct {
@@ -168,5 +184,16 @@ struct {
 	__type(value, struct conn_key);
 	__uint(max_entries, 1);
 } xvs_ckey SEC(".maps");
+
+/* Per-CPU client-side key rebuilt by a server-side hit (lib/conn.h,
+ * conn_find_in, from struct rconn): h->ckey of such a hit points here
+ * until the program ends. Not xvs_ckey or xvs_scratch, which
+ * conn_fresh and conn_promote write while it is in use. Not pinned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct conn_key);
+	__uint(max_entries, 1);
+} xvs_rckey SEC(".maps");
 
 #endif /* XVS_MAPS_H */

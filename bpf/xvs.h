@@ -79,22 +79,36 @@ enum conn_flags {
 };
 
 /* Connection state: value of xvs_conns or xvs_conns_new (client-side
- * key). The server-side maps xvs_rconns / xvs_rconns_new hold the
- * client-side key, so one conn has one state. A conn lives in exactly one
- * pair: the new pair (xvs_conns_new, xvs_rconns_new) from its install
- * until it is established (TCP ESTABLISHED, UDP: the real server's first
- * reply), the main pair (xvs_conns, xvs_rconns) after that; see
- * lib/conn.h. */
+ * key). A conn lives in exactly one pair: the new pair (xvs_conns_new,
+ * xvs_rconns_new) from its install until it is established (TCP
+ * ESTABLISHED, UDP: the real server's first reply), the main pair
+ * (xvs_conns, xvs_rconns) after that; see lib/conn.h.
+ *
+ * The real server's address is not here: dest_id names it, and
+ * xvs_dests[dest_id].addr holds it (a dest id is not reused while a conn
+ * uses it). That keeps the value at 24 bytes, the main pair's element
+ * at 128 (docs/datapath.md). dport, state and flags share the aligned
+ * first word (lib/conn.h). */
 struct conn {
-	__u8 daddr[16]; /* real server, network order */
 	__be16 dport;   /* real server port, network order */
 	__u8 state;     /* enum tcp_state; UDP stays STATE_NONE */
 	__u8 flags;     /* enum conn_flags */
-	__u32 svc_id;   /* index into xvs_svc_stats */
+	__u32 svc_id;   /* index into xvs_svc_stats and xvs_vips */
 	__u32 dest_id;  /* index into xvs_dests and xvs_dest_stats */
 	__u32 pad;
 	__u64 last_seen; /* CLOCK_MONOTONIC ns of the last packet, either way, as
 			  * of the last tick (bpf_ktime_get_coarse_ns, lib/conn.h) */
+};
+
+/* Server-side entry: value of xvs_rconns or xvs_rconns_new. With the
+ * server-side key (real server -> client) it names the conn's client-side
+ * key: saddr/sport = the key's daddr/dport (the client), daddr =
+ * xvs_vips[svc_id].addr (the VIP), dport = vport, proto and family the
+ * key's. One conn, one state; 8 bytes instead of a 40-byte key. */
+struct rconn {
+	__u32 svc_id; /* the conn's service: index into xvs_vips */
+	__be16 vport; /* the conn's virtual port, network order */
+	__u16 pad;
 };
 
 /* Per-CPU counters of one service or one real server (IPVS's five). */
@@ -118,13 +132,17 @@ enum dest_flags {
  * to inactive when it installs it and removes it from its class when it
  * expires it; the datapath moves it between the two when its TCP state
  * crosses active <-> inactive (IPVS: ESTABLISHED, SYN_SENT, SYN_RECV and
- * SYNACK are active).
+ * SYNACK are active). addr and family are Go's (maps.SetDest), written
+ * before the id's first conn is installed and not changed while a conn
+ * uses the id; the datapath only reads them.
  */
 struct dest {
 	__s64 active;
 	__s64 inactive;
-	__u32 flags; /* enum dest_flags */
-	__u32 pad;
+	__u32 flags;    /* enum dest_flags */
+	__u8 family;    /* enum family of addr */
+	__u8 pad[3];
+	__u8 addr[16];  /* real server, network order: the conns' DNAT target */
 };
 
 /* Datapath configuration: xvs_cfg[0], written by the daemon. */

@@ -31,7 +31,6 @@ type XvsCfg struct {
 
 type XvsConn struct {
 	_        structs.HostLayout
-	Daddr    [16]uint8
 	Dport    uint16
 	State    uint8
 	Flags    uint8
@@ -63,7 +62,9 @@ type XvsDest struct {
 	Active   int64
 	Inactive int64
 	Flags    uint32
-	Pad      uint32
+	Family   uint8
+	Pad      [3]uint8
+	Addr     [16]uint8
 }
 
 type XvsDestFlags uint32
@@ -93,6 +94,13 @@ type XvsFragKey struct {
 	Proto  uint8
 	Family uint8
 	Pad    [2]uint8
+}
+
+type XvsRconn struct {
+	_     structs.HostLayout
+	SvcId uint32
+	Vport uint16
+	Pad   uint16
 }
 
 type XvsReason uint32
@@ -179,6 +187,7 @@ const (
 	XvsMapXvsDestStats  = "xvs_dest_stats"
 	XvsMapXvsDests      = "xvs_dests"
 	XvsMapXvsFrags      = "xvs_frags"
+	XvsMapXvsRckey      = "xvs_rckey"
 	XvsMapXvsRconns     = "xvs_rconns"
 	XvsMapXvsRconnsNew  = "xvs_rconns_new"
 	XvsMapXvsReasons    = "xvs_reasons"
@@ -186,6 +195,7 @@ const (
 	XvsMapXvsSvcStats   = "xvs_svc_stats"
 	XvsMapXvsSvcs       = "xvs_svcs"
 	XvsMapXvsTx         = "xvs_tx"
+	XvsMapXvsVips       = "xvs_vips"
 	XvsProgXvsTc        = "xvs_tc"
 	XvsProgXvsXdp       = "xvs_xdp"
 	XvsVarXvsEnumCflags = "xvs_enum_cflags"
@@ -253,6 +263,7 @@ type XvsMapSpecs struct {
 	XvsDestStats *ebpf.MapSpec `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
+	XvsRckey     *ebpf.MapSpec `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
@@ -260,6 +271,7 @@ type XvsMapSpecs struct {
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.MapSpec `ebpf:"xvs_svcs"`
 	XvsTx        *ebpf.MapSpec `ebpf:"xvs_tx"`
+	XvsVips      *ebpf.MapSpec `ebpf:"xvs_vips"`
 }
 
 // XvsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -301,6 +313,7 @@ type XvsMaps struct {
 	XvsDestStats *ebpf.Map `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
+	XvsRckey     *ebpf.Map `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
@@ -308,6 +321,7 @@ type XvsMaps struct {
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.Map `ebpf:"xvs_svcs"`
 	XvsTx        *ebpf.Map `ebpf:"xvs_tx"`
+	XvsVips      *ebpf.Map `ebpf:"xvs_vips"`
 }
 
 func (m *XvsMaps) Close() error {
@@ -320,6 +334,7 @@ func (m *XvsMaps) Close() error {
 		m.XvsDestStats,
 		m.XvsDests,
 		m.XvsFrags,
+		m.XvsRckey,
 		m.XvsRconns,
 		m.XvsRconnsNew,
 		m.XvsReasons,
@@ -327,6 +342,7 @@ func (m *XvsMaps) Close() error {
 		m.XvsSvcStats,
 		m.XvsSvcs,
 		m.XvsTx,
+		m.XvsVips,
 	)
 }
 

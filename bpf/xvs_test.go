@@ -61,8 +61,10 @@ var protos = []struct {
 	proto uint8
 }{{"tcp", testutil.ProtoTCP}, {"udp", testutil.ProtoUDP}}
 
-// Dest ids of the test conns.
+// Dest and service ids of the test conns, IPv4 ones; an IPv6 conn's are
+// v6IDs more (a dest id names one address, a service id one VIP).
 const (
+	v6IDs      = 10
 	destRS     = 1
 	destLocal  = 2
 	destNoNgh  = 3
@@ -80,24 +82,28 @@ const (
 func setupConns(e *env) {
 	for _, id := range []uint32{destRS, destLocal, destNoNgh, destMTU, destOth} {
 		e.putDest(id, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
+		e.putDest(id+v6IDs, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
 	}
 	e.putDest(destGone, XvsDest{})
+	e.putDest(destGone+v6IDs, XvsDest{})
 	for fi, fa := range families {
 		for pi, pr := range protos {
 			svc := uint32(svcTCPID)
 			if pr.proto == testutil.ProtoUDP {
 				svc = svcUDPID
 			}
+			svc += uint32(fi * v6IDs)
+			dest := func(id uint32) uint32 { return id + uint32(fi*v6IDs) }
 			e.addSvc(fa.vip, vport, pr.proto, svc)
 			cport := cportOf(fi, pi)
 			vip := ap(fa.vip, vport)
-			e.addConn(ap(fa.cli, cport), vip, ap(fa.rs, rport), pr.proto, svc, destRS)
-			e.addConn(ap(fa.cli, cport+1), vip, ap(fa.local, rport), pr.proto, svc, destLocal)
-			e.addConn(ap(fa.cli, cport+2), vip, ap(fa.noNeigh, rport), pr.proto, svc, destNoNgh)
-			e.addConn(ap(fa.cli, cport+3), vip, ap(fa.rs, rport+1), pr.proto, svc, destGone)
+			e.addConn(ap(fa.cli, cport), vip, ap(fa.rs, rport), pr.proto, svc, dest(destRS))
+			e.addConn(ap(fa.cli, cport+1), vip, ap(fa.local, rport), pr.proto, svc, dest(destLocal))
+			e.addConn(ap(fa.cli, cport+2), vip, ap(fa.noNeigh, rport), pr.proto, svc, dest(destNoNgh))
+			e.addConn(ap(fa.cli, cport+3), vip, ap(fa.rs, rport+1), pr.proto, svc, dest(destGone))
 			if fa.cli.Is4() {
-				e.addConn(ap(fa.cli, cport+4), vip, ap(rsMTU4, rport), pr.proto, svc, destMTU)
-				e.addConn(ap(fa.cli, cport+5), vip, ap(rsOth4, rport), pr.proto, svc, destOth)
+				e.addConn(ap(fa.cli, cport+4), vip, ap(rsMTU4, rport), pr.proto, svc, dest(destMTU))
+				e.addConn(ap(fa.cli, cport+5), vip, ap(rsOth4, rport), pr.proto, svc, dest(destOth))
 			}
 		}
 	}
@@ -408,7 +414,7 @@ func TestTCGSOZeroLength(t *testing.T) {
 			if want := zeroIPLen(out.Bytes()); !bytes.Equal(data, want) {
 				t.Errorf("output differs\n got %x\nwant %x", data, want)
 			}
-			svc := e.stats(e.objs.XvsSvcStats, svcTCPID)
+			svc := e.stats(e.objs.XvsSvcStats, svcTCPID+uint32(fi*v6IDs))
 			if svc.Inbytes == 0 {
 				t.Errorf("no bytes counted")
 			}

@@ -36,7 +36,7 @@ func TestExpireInChunks(t *testing.T) {
 				if i >= tt.expired {
 					seen = now
 				}
-				must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: client, VIP: vip, LastSeen: seen}))
+				must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: client, VIP: vip, Dest: netip.MustParseAddrPort("172.16.0.2:80"), LastSeen: seen}))
 			}
 			n, err := tb.Expire(context.Background())
 			if err != nil || n != tt.expired {

@@ -17,7 +17,7 @@ func TestMetricsUseNodeExporterNames(t *testing.T) {
 	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 172.16.0.2:8080 -m -w 5"), nil))
 	client := netip.MustParseAddrPort("192.0.2.1:1000")
 	vip := netip.MustParseAddrPort("10.0.0.1:80")
-	must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: client, VIP: vip, DestID: 0}))
+	must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: client, VIP: vip, Dest: netip.MustParseAddrPort("172.16.0.2:8080"), DestID: 0}))
 	dp.Establish(6, client, vip)
 	m := &Metrics{Table: tb, Counters: func() ([]Counter, error) {
 		return []Counter{{Name: "fwd_in", Value: 7}, {Name: "punt", Value: 1}}, nil

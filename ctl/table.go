@@ -17,7 +17,7 @@ import (
 type datapath interface {
 	PutService(k maps.SvcKey, id uint32) error
 	DeleteService(k maps.SvcKey) error
-	SetDest(id uint32, available bool) error
+	SetDest(id uint32, addr netip.Addr, available bool) error
 	ResetDest(id uint32) error
 	DestConns(id uint32) (active, inactive int64)
 	InstallConn(c maps.Conn) error
@@ -330,7 +330,7 @@ func (t *Table) addDest(k svcKey, d ipvsadm.Dest) error {
 	if _, err := svc.pool.AddDest(destConfig(d), counters{dp: t.dp, id: nd.id}); err != nil {
 		return fmt.Errorf("add destination %v: %w", d.Addr, err)
 	}
-	if err := t.dp.SetDest(nd.id, true); err != nil {
+	if err := t.dp.SetDest(nd.id, d.Addr.Addr(), true); err != nil {
 		return fmt.Errorf("add destination %v: %w", d.Addr, err)
 	}
 	svc.add(nd)
@@ -376,7 +376,7 @@ func (t *Table) delDest(k svcKey, addr netip.AddrPort) error {
 // its remaining connections' packets are dropped (IPVS's default
 // expire_nodest_conn=0) and its id stays taken.
 func (t *Table) trashDest(k svcKey, d *dest) error {
-	if err := t.dp.SetDest(d.id, false); err != nil {
+	if err := t.dp.SetDest(d.id, d.cfg.Addr.Addr(), false); err != nil {
 		return fmt.Errorf("delete destination %v: %w", d.cfg.Addr, err)
 	}
 	t.trash[trashKey{svc: k, addr: d.cfg.Addr}] = d

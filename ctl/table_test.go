@@ -140,9 +140,18 @@ func TestDeletedDestWaitsForItsConns(t *testing.T) {
 	must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: client, VIP: vip, Dest: netip.MustParseAddrPort("172.16.0.2:80"), DestID: id, LastSeen: now}))
 	dp.Establish(6, client, vip)
 
+	rs := netip.MustParseAddr("172.16.0.2")
+	if got := dp.Dests[id].Addr; got != rs {
+		t.Fatalf("dest address in the datapath %s, want %s", got, rs)
+	}
+
 	must(t, tb.Apply(parseAll(t, "-d -t 10.0.0.1:80 -r 172.16.0.2:80"), nil))
 	if dp.Dests[id].Available {
 		t.Fatal("deleted dest still available in the datapath")
+	}
+	// Its conns are still rewritten to it.
+	if got := dp.Dests[id].Addr; got != rs {
+		t.Fatalf("deleted dest's address in the datapath %s, want %s", got, rs)
 	}
 	if tb.destIDs.used[id] == false {
 		t.Fatal("deleted dest's id freed while a conn uses it")
@@ -175,11 +184,11 @@ func TestExpireUsesStateTimeouts(t *testing.T) {
 	est := netip.MustParseAddrPort("192.0.2.1:1000")
 	udp := netip.MustParseAddrPort("192.0.2.1:1001")
 	fresh := netip.MustParseAddrPort("192.0.2.1:1002")
-	must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: est, VIP: vip, DestID: 0, LastSeen: now}))
+	must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: est, VIP: vip, Dest: netip.MustParseAddrPort("172.16.0.2:80"), DestID: 0, LastSeen: now}))
 	dp.Establish(6, est, vip)
-	must(t, dp.InstallConn(maps.Conn{Proto: 17, Client: udp, VIP: dns, DestID: 1, LastSeen: now}))
+	must(t, dp.InstallConn(maps.Conn{Proto: 17, Client: udp, VIP: dns, Dest: netip.MustParseAddrPort("172.16.0.2:53"), DestID: 1, LastSeen: now}))
 	dp.Establish(17, udp, dns)
-	must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: fresh, VIP: vip, DestID: 0, Flags: 1, LastSeen: now}))
+	must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: fresh, VIP: vip, Dest: netip.MustParseAddrPort("172.16.0.2:80"), DestID: 0, Flags: 1, LastSeen: now}))
 
 	tests := []struct {
 		after time.Duration

@@ -80,11 +80,8 @@ func (m *Maps) InstallConn(c Conn) error {
 	if c.LastSeen == 0 {
 		c.LastSeen = Now()
 	}
-	ck, sk, v, err := connToBPF(c)
+	ck, sk, v, err := m.connToBPF(c)
 	if err != nil {
-		return fmt.Errorf("install conn: %w", err)
-	}
-	if err := m.checkDest(c.DestID); err != nil {
 		return fmt.Errorf("install conn: %w", err)
 	}
 	if established(c.Proto, c.State) {
@@ -105,7 +102,7 @@ func (m *Maps) installMain(ck, sk bpf.XvsConnKey, v bpf.XvsConn) error {
 	if err := m.nconns.Lookup(&ck, &cur); err == nil {
 		return ErrConnExists
 	}
-	return installIn(m.conns, m.rconns, ck, sk, v)
+	return m.installIn(m.conns, m.rconns, ck, sk, v)
 }
 
 // installNew installs into the new pair unless the main pair has ck,
@@ -116,7 +113,7 @@ func (m *Maps) installNew(ck, sk bpf.XvsConnKey, v bpf.XvsConn) error {
 		return ErrConnExists
 	}
 	for try := 0; ; try++ {
-		err := installIn(m.nconns, m.nrconns, ck, sk, v)
+		err := m.installIn(m.nconns, m.nrconns, ck, sk, v)
 		if err == nil {
 			break
 		}
@@ -131,46 +128,64 @@ func (m *Maps) installNew(ck, sk bpf.XvsConnKey, v bpf.XvsConn) error {
 	// xvs_rconns is looked up first: a key there of an older conn would
 	// shadow ours. Point it at ours; the datapath then misses in the main
 	// pair and finds ours in the new one.
-	_ = m.rconns.Update(&sk, &ck, ebpf.UpdateExist)
+	rv := rconnOf(ck, v)
+	_ = m.rconns.Update(&sk, &rv, ebpf.UpdateExist)
 	return nil
 }
 
 // installIn is the two-key install into one pair.
-func installIn(conns, rconns *ebpf.Map, ck, sk bpf.XvsConnKey, v bpf.XvsConn) error {
-	if err := rconns.Update(&sk, &ck, ebpf.UpdateAny); err != nil {
+func (m *Maps) installIn(conns, rconns *ebpf.Map, ck, sk bpf.XvsConnKey, v bpf.XvsConn) error {
+	rv := rconnOf(ck, v)
+	if err := rconns.Update(&sk, &rv, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("server side: %w", err)
 	}
 	err := conns.Update(&ck, &v, ebpf.UpdateNoExist)
 	if errors.Is(err, ebpf.ErrKeyExist) {
-		// Keep the server-side entry if the winner uses the same one.
+		// Give the server-side entry back to the winner if it uses the
+		// same one.
 		var cur bpf.XvsConn
-		if lerr := conns.Lookup(&ck, &cur); lerr != nil || serverKey(ck, cur) != sk {
-			deleteServerKey(rconns, sk, ck)
+		if conns.Lookup(&ck, &cur) == nil {
+			if csk, ok := m.serverKeyOf(ck, cur); ok && csk == sk {
+				if wv := rconnOf(ck, cur); wv != rv {
+					_ = rconns.Update(&sk, &wv, ebpf.UpdateExist)
+				}
+				return ErrConnExists
+			}
 		}
+		deleteServerKey(rconns, sk, rv)
 		return ErrConnExists
 	}
 	if err != nil {
-		deleteServerKey(rconns, sk, ck)
+		deleteServerKey(rconns, sk, rv)
 		return err
 	}
 	return nil
 }
 
-// deleteServerKey removes sk from rconns if it still points at ck
-// (another conn may have taken the key over). Errors are not interesting:
-// a missing key is what we want.
-func deleteServerKey(rconns *ebpf.Map, sk, ck bpf.XvsConnKey) {
-	var cur bpf.XvsConnKey
-	if err := rconns.Lookup(&sk, &cur); err != nil || cur != ck {
+// deleteServerKey removes sk from rconns if it still names the conn rv
+// names (another conn may have taken the key over). Errors are not
+// interesting: a missing key is what we want.
+func deleteServerKey(rconns *ebpf.Map, sk bpf.XvsConnKey, rv bpf.XvsRconn) {
+	var cur bpf.XvsRconn
+	if err := rconns.Lookup(&sk, &cur); err != nil || cur != rv {
 		return
 	}
 	_ = rconns.Delete(&sk)
 }
 
+// dropServerKey removes the server-side key of the stored conn (ck, v)
+// from rconns if it still names that conn.
+func (m *Maps) dropServerKey(rconns *ebpf.Map, ck bpf.XvsConnKey, v bpf.XvsConn) {
+	if sk, ok := m.serverKeyOf(ck, v); ok {
+		deleteServerKey(rconns, sk, rconnOf(ck, v))
+	}
+}
+
 // sameConn reports whether two stored values are the same conn (the
-// datapath's copy of it in the other pair): same service and real server.
+// datapath's copy of it in the other pair): same service and real server
+// (the dest id names its address).
 func sameConn(a, b bpf.XvsConn) bool {
-	return a.SvcId == b.SvcId && a.DestId == b.DestId && a.Daddr == b.Daddr && a.Dport == b.Dport
+	return a.SvcId == b.SvcId && a.DestId == b.DestId && a.Dport == b.Dport
 }
 
 // LookupConn finds a conn by its client-side tuple in either pair;
@@ -188,7 +203,7 @@ func (m *Maps) LookupConn(proto uint8, client, vip netip.AddrPort) (Conn, error)
 	if err != nil {
 		return Conn{}, fmt.Errorf("lookup conn %s -> %s: %w", client, vip, notFound(err))
 	}
-	return connFromBPF(ck, v)
+	return m.connFromBPF(ck, v)
 }
 
 // walkBatch is the number of conns read per BPF_MAP_LOOKUP_BATCH call.
@@ -203,7 +218,7 @@ const walkBatch = 256
 // seeing it is harmless to expiry: it has just seen a packet.
 func (m *Maps) WalkConns(ctx context.Context, fn func(Conn) bool) error {
 	for _, mp := range []*ebpf.Map{m.conns, m.nconns} {
-		more, err := walkMap(ctx, mp, fn)
+		more, err := m.walkMap(ctx, mp, fn)
 		if err != nil {
 			return fmt.Errorf("walk conns: %w", err)
 		}
@@ -216,7 +231,7 @@ func (m *Maps) WalkConns(ctx context.Context, fn func(Conn) bool) error {
 
 // walkMap walks one client-side table; it reports false when fn stopped
 // the walk.
-func walkMap(ctx context.Context, mp *ebpf.Map, fn func(Conn) bool) (bool, error) {
+func (m *Maps) walkMap(ctx context.Context, mp *ebpf.Map, fn func(Conn) bool) (bool, error) {
 	n := walkBatch
 	keys := make([]bpf.XvsConnKey, n)
 	vals := make([]bpf.XvsConn, n)
@@ -231,7 +246,7 @@ func walkMap(ctx context.Context, mp *ebpf.Map, fn func(Conn) bool) (bool, error
 		switch {
 		case err == nil || done:
 		case first && errors.Is(err, ebpf.ErrNotSupported):
-			return iterateMap(ctx, mp, fn)
+			return m.iterateMap(ctx, mp, fn)
 		case errors.Is(err, unix.ENOSPC) && n < 1<<16:
 			// A hash bucket holds more entries than a batch: grow and
 			// retry from the same cursor.
@@ -244,7 +259,7 @@ func walkMap(ctx context.Context, mp *ebpf.Map, fn func(Conn) bool) (bool, error
 		}
 		first = false
 		for i := range got {
-			c, err := connFromBPF(keys[i], vals[i])
+			c, err := m.connFromBPF(keys[i], vals[i])
 			if err != nil {
 				continue // a corrupt key is not the walker's problem
 			}
@@ -261,7 +276,7 @@ func walkMap(ctx context.Context, mp *ebpf.Map, fn func(Conn) bool) (bool, error
 // iterateConns is WalkConns for kernels without batch lookups.
 func (m *Maps) iterateConns(ctx context.Context, fn func(Conn) bool) error {
 	for _, mp := range []*ebpf.Map{m.conns, m.nconns} {
-		more, err := iterateMap(ctx, mp, fn)
+		more, err := m.iterateMap(ctx, mp, fn)
 		if err != nil {
 			return fmt.Errorf("walk conns: %w", err)
 		}
@@ -273,7 +288,7 @@ func (m *Maps) iterateConns(ctx context.Context, fn func(Conn) bool) error {
 }
 
 // iterateMap is walkMap one key at a time.
-func iterateMap(ctx context.Context, mp *ebpf.Map, fn func(Conn) bool) (bool, error) {
+func (m *Maps) iterateMap(ctx context.Context, mp *ebpf.Map, fn func(Conn) bool) (bool, error) {
 	var (
 		k bpf.XvsConnKey
 		v bpf.XvsConn
@@ -283,7 +298,7 @@ func iterateMap(ctx context.Context, mp *ebpf.Map, fn func(Conn) bool) (bool, er
 		if err := ctx.Err(); err != nil {
 			return false, err
 		}
-		c, err := connFromBPF(k, v)
+		c, err := m.connFromBPF(k, v)
 		if err != nil {
 			continue
 		}
@@ -319,7 +334,7 @@ func (m *Maps) DeleteConn(proto uint8, client, vip netip.AddrPort) (Conn, error)
 	if err != nil {
 		return Conn{}, fmt.Errorf("delete conn %s -> %s: %w", client, vip, err)
 	}
-	return connFromBPF(ck, v)
+	return m.connFromBPF(ck, v)
 }
 
 // removeMain removes ck from the main pair and counts it out. A copy of
@@ -330,13 +345,12 @@ func (m *Maps) removeMain(ck bpf.XvsConnKey) (bpf.XvsConn, error) {
 	if err := m.conns.LookupAndDelete(&ck, &v); err != nil {
 		return v, notFound(err)
 	}
-	sk := serverKey(ck, v)
-	deleteServerKey(m.rconns, sk, ck)
+	m.dropServerKey(m.rconns, ck, v)
 	var cur bpf.XvsConn
 	if m.nconns.Lookup(&ck, &cur) == nil && sameConn(cur, v) {
 		_ = m.nconns.Delete(&ck)
 	}
-	deleteServerKey(m.nrconns, sk, ck)
+	m.dropServerKey(m.nrconns, ck, v)
 	m.addDestConns(v.DestId, v.State, -1)
 	return v, nil
 }
@@ -349,13 +363,12 @@ func (m *Maps) removeNew(ck bpf.XvsConnKey) (v bpf.XvsConn, moved bool, err erro
 	if err := m.nconns.LookupAndDelete(&ck, &v); err != nil {
 		return v, false, notFound(err)
 	}
-	sk := serverKey(ck, v)
-	deleteServerKey(m.nrconns, sk, ck)
+	m.dropServerKey(m.nrconns, ck, v)
 	var cur bpf.XvsConn
 	if m.conns.Lookup(&ck, &cur) == nil && sameConn(cur, v) {
 		return v, true, nil
 	}
-	deleteServerKey(m.rconns, sk, ck) // the shadowing entry installNew made
+	m.dropServerKey(m.rconns, ck, v) // the shadowing entry installNew made
 	m.addDestConns(v.DestId, v.State, -1)
 	return v, false, nil
 }
@@ -451,10 +464,10 @@ func (m *Maps) refillHalfOpen() bool {
 		seen uint64
 	}
 	var all []entry
-	_, err := walkMap(context.Background(), m.nconns, func(c Conn) bool {
-		ck, _, v, err := connToBPF(c)
+	_, err := m.walkMap(context.Background(), m.nconns, func(c Conn) bool {
+		ck, err := connKeyToBPF(c.Proto, c.Client, c.VIP)
 		if err == nil {
-			all = append(all, entry{ck, v.LastSeen})
+			all = append(all, entry{ck, uint64(c.LastSeen)})
 		}
 		return true
 	})

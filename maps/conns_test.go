@@ -24,23 +24,24 @@ const (
 func (p pair) String() string { return [...]string{"none", "new", "main", "both"}[p] }
 
 // pairOf says which pair holds c: both keys must agree, and the
-// server-side key must map back to the client-side key.
-func pairOf(t *testing.T, raw *bpf.XvsMaps, c Conn) pair {
+// server-side key must name the client-side key (its service and virtual
+// port).
+func pairOf(t *testing.T, m *Maps, raw *bpf.XvsMaps, c Conn) pair {
 	t.Helper()
-	ck, sk, _, err := connToBPF(c)
+	ck, sk, _, err := m.connToBPF(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := func(conns, rconns *ebpf.Map) bool {
 		var v bpf.XvsConn
 		cerr := conns.Lookup(&ck, &v)
-		var back bpf.XvsConnKey
+		var back bpf.XvsRconn
 		rerr := rconns.Lookup(&sk, &back)
 		if (cerr == nil) != (rerr == nil) {
 			t.Errorf("%s: client side %v, server side %v: keys disagree", c.Client, cerr, rerr)
 		}
-		if rerr == nil && back != ck {
-			t.Errorf("%s: server side maps to %+v, want %+v", c.Client, back, ck)
+		if want := rconnOf(ck, v); rerr == nil && back != want {
+			t.Errorf("%s: server side maps to %+v, want %+v", c.Client, back, want)
 		}
 		return cerr == nil
 	}
@@ -57,9 +58,9 @@ func pairOf(t *testing.T, raw *bpf.XvsMaps, c Conn) pair {
 	return p
 }
 
-func wantPair(t *testing.T, raw *bpf.XvsMaps, c Conn, want pair) {
+func wantPair(t *testing.T, m *Maps, raw *bpf.XvsMaps, c Conn, want pair) {
 	t.Helper()
-	if got := pairOf(t, raw, c); got != want {
+	if got := pairOf(t, m, raw, c); got != want {
 		t.Errorf("conn %s is in pair %s, want %s", c.Client, got, want)
 	}
 }
@@ -68,9 +69,9 @@ func wantPair(t *testing.T, raw *bpf.XvsMaps, c Conn, want pair) {
 // packet establishes a conn of the new pair: insert both keys into the
 // main pair, then delete them from the new one. half stops after the
 // inserts (a move in progress on another CPU).
-func datapathPromote(t *testing.T, raw *bpf.XvsMaps, c Conn, half bool) {
+func datapathPromote(t *testing.T, m *Maps, raw *bpf.XvsMaps, c Conn, half bool) {
 	t.Helper()
-	ck, sk, _, err := connToBPF(c)
+	ck, sk, _, err := m.connToBPF(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func datapathPromote(t *testing.T, raw *bpf.XvsMaps, c Conn, half bool) {
 	if err := raw.XvsConns.Update(&ck, &v, ebpf.UpdateNoExist); err != nil {
 		t.Fatal(err)
 	}
-	if err := raw.XvsRconns.Update(&sk, &ck, ebpf.UpdateAny); err != nil {
+	if err := raw.XvsRconns.Update(&sk, rconnOf(ck, v), ebpf.UpdateAny); err != nil {
 		t.Fatal(err)
 	}
 	if half {
@@ -121,7 +122,7 @@ func TestInstallPair(t *testing.T) {
 			if err := m.InstallConn(c); err != nil {
 				t.Fatal(err)
 			}
-			wantPair(t, raw, c, tt.want)
+			wantPair(t, m, raw, c, tt.want)
 			a, in := int64(0), int64(1)
 			if Active(c.State) {
 				a, in = 1, 0
@@ -141,7 +142,7 @@ func TestInstallPair(t *testing.T) {
 			if err := m.InstallConn(other); !errors.Is(err, ErrConnExists) {
 				t.Errorf("second install = %v, want ErrConnExists", err)
 			}
-			wantPair(t, raw, c, tt.want)
+			wantPair(t, m, raw, c, tt.want)
 			wantDestConns(t, m, c.DestID, a, in)
 		})
 	}
@@ -156,11 +157,11 @@ func TestPromotedConn(t *testing.T) {
 	if err := m.InstallConn(c); err != nil {
 		t.Fatal(err)
 	}
-	wantPair(t, raw, c, pairNew)
+	wantPair(t, m, raw, c, pairNew)
 	datapathSetState(t, m, raw, c, uint8(bpf.XvsTcpStateSTATE_ESTABLISHED), 60*time.Second)
 	wantDestConns(t, m, c.DestID, 1, 0)
-	datapathPromote(t, raw, c, false)
-	wantPair(t, raw, c, pairMain)
+	datapathPromote(t, m, raw, c, false)
+	wantPair(t, m, raw, c, pairMain)
 	wantDestConns(t, m, c.DestID, 1, 0) // the move changes no counter
 
 	c.State, c.Flags, c.LastSeen = uint8(bpf.XvsTcpStateSTATE_ESTABLISHED), 0, 60*time.Second
@@ -189,12 +190,12 @@ func TestPromotedConn(t *testing.T) {
 	if ok, err := m.DeleteConnIf(c, 60*time.Second); !ok || err != nil {
 		t.Errorf("DeleteConnIf = %v, %v; want true, nil", ok, err)
 	}
-	wantPair(t, raw, c, pairNone)
+	wantPair(t, m, raw, c, pairNone)
 	wantDestConns(t, m, c.DestID, 0, 1)
 	if _, err := m.DeleteConn(d.Proto, d.Client, d.VIP); err != nil {
 		t.Fatal(err)
 	}
-	wantPair(t, raw, d, pairNone)
+	wantPair(t, m, raw, d, pairNone)
 	wantDestConns(t, m, c.DestID, 0, 0)
 }
 
@@ -223,7 +224,7 @@ func TestRemoveDuringMove(t *testing.T) {
 			}},
 		{name: "new pair removed after the move: reported moved, still counted", wantPair: pairMain, wantActive: 1,
 			remove: func(m *Maps, c Conn) error {
-				ck, _, _, _ := connToBPF(c)
+				ck, _, _, _ := m.connToBPF(c)
 				_, moved, err := m.removeNew(ck)
 				if err == nil && !moved {
 					err = errors.New("not reported as moved")
@@ -240,12 +241,12 @@ func TestRemoveDuringMove(t *testing.T) {
 				t.Fatal(err)
 			}
 			datapathSetState(t, m, raw, c, uint8(bpf.XvsTcpStateSTATE_ESTABLISHED), time.Second)
-			datapathPromote(t, raw, c, true)
-			wantPair(t, raw, c, pairBoth)
+			datapathPromote(t, m, raw, c, true)
+			wantPair(t, m, raw, c, pairBoth)
 			if err := tt.remove(m, c); err != nil {
 				t.Fatal(err)
 			}
-			wantPair(t, raw, c, tt.wantPair)
+			wantPair(t, m, raw, c, tt.wantPair)
 			wantDestConns(t, m, c.DestID, tt.wantActive, 0)
 		})
 	}
@@ -263,14 +264,18 @@ func TestServerKeyShadowing(t *testing.T) {
 	}
 	nc := old
 	nc.VIP = netip.MustParseAddrPort("202.103.106.6:80") // same RS and client port
+	nc.SvcID = 3                                         // another service
 	nc.State = 0
 	if err := m.InstallConn(nc); err != nil {
 		t.Fatal(err)
 	}
-	ck, sk, _, _ := connToBPF(nc)
-	var back bpf.XvsConnKey
-	if err := raw.XvsRconns.Lookup(&sk, &back); err != nil || back != ck {
-		t.Errorf("main server side = %+v, %v; want the newer conn", back, err)
+	_, sk, _, _ := m.connToBPF(nc)
+	want := bpf.XvsRconn{SvcId: 3, Vport: portBE(80)}
+	var back bpf.XvsRconn
+	for _, mp := range []*ebpf.Map{raw.XvsRconns, raw.XvsRconnsNew} {
+		if err := mp.Lookup(&sk, &back); err != nil || back != want {
+			t.Errorf("%v: server side = %+v, %v; want the newer conn's %+v", mp, back, err, want)
+		}
 	}
 	if _, err := m.DeleteConn(nc.Proto, nc.Client, nc.VIP); err != nil {
 		t.Fatal(err)
@@ -302,7 +307,7 @@ func TestFullNewPair(t *testing.T) {
 	// The first est of them get established and move to the main pair.
 	for _, c := range conns[:est] {
 		datapathSetState(t, m, raw, c, uint8(bpf.XvsTcpStateSTATE_ESTABLISHED), time.Hour)
-		datapathPromote(t, raw, c, false)
+		datapathPromote(t, m, raw, c, false)
 	}
 	for i := range flood {
 		c := tcpConn(1000 + i)
@@ -323,7 +328,7 @@ func TestFullNewPair(t *testing.T) {
 		case i >= len(conns)-size:
 			want = pairNew
 		}
-		wantPair(t, raw, c, want)
+		wantPair(t, m, raw, c, want)
 	}
 	wantDestConns(t, m, 7, est, size)
 
@@ -336,7 +341,7 @@ func TestFullNewPair(t *testing.T) {
 	oldest := conns[len(conns)-size]
 	victim := conns[len(conns)-size/2]
 	var v bpf.XvsConn
-	ck, _, _, _ := connToBPF(victim)
+	ck, _, _, _ := m.connToBPF(victim)
 	if err := raw.XvsConnsNew.Lookup(&ck, &v); err != nil {
 		t.Fatal(err)
 	}
@@ -348,9 +353,9 @@ func TestFullNewPair(t *testing.T) {
 	if err := m2.InstallConn(c); err != nil {
 		t.Fatal(err)
 	}
-	wantPair(t, raw, victim, pairNone)
-	wantPair(t, raw, oldest, pairNew)
-	wantPair(t, raw, c, pairNew)
+	wantPair(t, m, raw, victim, pairNone)
+	wantPair(t, m, raw, oldest, pairNew)
+	wantPair(t, m, raw, c, pairNew)
 	wantDestConns(t, m, 7, est, size)
 }
 
@@ -367,19 +372,19 @@ func TestFullNewPairMoving(t *testing.T) {
 			t.Fatal(err)
 		}
 		datapathSetState(t, m, raw, c, uint8(bpf.XvsTcpStateSTATE_ESTABLISHED), time.Hour)
-		datapathPromote(t, raw, c, true)
+		datapathPromote(t, m, raw, c, true)
 		conns = append(conns, c)
 	}
 	n := tcpConn(100)
 	if err := m.InstallConn(n); err != nil {
 		t.Fatalf("install into a full pair of moving conns: %v", err)
 	}
-	wantPair(t, raw, n, pairNew)
+	wantPair(t, m, raw, n, pairNew)
 	if got := m.HalfOpenEvicted(); got != 0 {
 		t.Errorf("evicted %d, want 0: moving conns are not evicted", got)
 	}
 	for _, c := range conns {
-		if p := pairOf(t, raw, c); p != pairMain && p != pairBoth {
+		if p := pairOf(t, m, raw, c); p != pairMain && p != pairBoth {
 			t.Errorf("moving conn %s in pair %s, want main", c.Client, p)
 		}
 	}

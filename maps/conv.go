@@ -111,8 +111,10 @@ func connKeyToBPF(proto uint8, client, vip netip.AddrPort) (bpf.XvsConnKey, erro
 }
 
 // connToBPF converts a conn into its client-side key, its server-side key
-// {real server -> client} and its value.
-func connToBPF(c Conn) (ck, sk bpf.XvsConnKey, v bpf.XvsConn, err error) {
+// {real server -> client} and its value. The conn's Dest address must be
+// the one xvs_dests holds for its DestID (SetDest): the datapath rewrites
+// to that one, and a conn must not say otherwise.
+func (m *Maps) connToBPF(c Conn) (ck, sk bpf.XvsConnKey, v bpf.XvsConn, err error) {
 	ck, err = connKeyToBPF(c.Proto, c.Client, c.VIP)
 	if err != nil {
 		return ck, sk, v, err
@@ -124,21 +126,30 @@ func connToBPF(c Conn) (ck, sk bpf.XvsConnKey, v bpf.XvsConn, err error) {
 	if fam != ck.Family {
 		return ck, sk, v, fmt.Errorf("real server %s and virtual address %s differ in address family", c.Dest, c.VIP)
 	}
-	v.Daddr = daddr
+	if err := m.checkDest(c.DestID); err != nil {
+		return ck, sk, v, err
+	}
+	if have, ok := m.DestAddr(c.DestID); !ok || have != c.Dest.Addr().Unmap() {
+		if !ok {
+			return ck, sk, v, fmt.Errorf("real server %s: dest id %d has no address (SetDest)", c.Dest.Addr(), c.DestID)
+		}
+		return ck, sk, v, fmt.Errorf("real server %s: dest id %d is %s", c.Dest.Addr(), c.DestID, have)
+	}
 	v.Dport = portBE(c.Dest.Port())
 	v.State = c.State
 	v.Flags = c.Flags
 	v.SvcId = c.SvcID
 	v.DestId = c.DestID
 	v.LastSeen = uint64(c.LastSeen)
-	return ck, serverKey(ck, v), v, nil
+	return ck, serverKey(ck, v, daddr), v, nil
 }
 
-// serverKey derives the xvs_rconns key of a stored conn: replies come from
-// the real server and go to the client.
-func serverKey(ck bpf.XvsConnKey, v bpf.XvsConn) bpf.XvsConnKey {
+// serverKey derives the xvs_rconns key of a stored conn whose real server
+// has address daddr: replies come from the real server and go to the
+// client.
+func serverKey(ck bpf.XvsConnKey, v bpf.XvsConn, daddr [16]byte) bpf.XvsConnKey {
 	var sk bpf.XvsConnKey
-	sk.Saddr = v.Daddr
+	sk.Saddr = daddr
 	sk.Daddr = ck.Saddr
 	sk.Sport = v.Dport
 	sk.Dport = ck.Sport
@@ -147,14 +158,42 @@ func serverKey(ck bpf.XvsConnKey, v bpf.XvsConn) bpf.XvsConnKey {
 	return sk
 }
 
-// connFromBPF converts a client-side key and its value back into a Conn.
-func connFromBPF(k bpf.XvsConnKey, v bpf.XvsConn) (Conn, error) {
+// serverKeyOf is serverKey with the real server's address from xvs_dests;
+// false if v's dest id has none of ck's family (then no server-side key
+// was ever installed for it).
+func (m *Maps) serverKeyOf(ck bpf.XvsConnKey, v bpf.XvsConn) (bpf.XvsConnKey, bool) {
+	a, ok := m.DestAddr(v.DestId)
+	if !ok {
+		return bpf.XvsConnKey{}, false
+	}
+	b, fam, err := addrBytes(a)
+	if err != nil || fam != ck.Family {
+		return bpf.XvsConnKey{}, false
+	}
+	return serverKey(ck, v, b), true
+}
+
+// rconnOf is the xvs_rconns value of a stored conn: what, with the
+// server-side key, names its client-side key (the VIP comes from
+// xvs_vips by service id).
+func rconnOf(ck bpf.XvsConnKey, v bpf.XvsConn) bpf.XvsRconn {
+	return bpf.XvsRconn{SvcId: v.SvcId, Vport: ck.Dport}
+}
+
+// connFromBPF converts a client-side key and its value back into a Conn;
+// the real server's address is the one xvs_dests holds for its dest id
+// (invalid if it holds none of the key's family: the conn is still
+// listed, so that it can be expired).
+func (m *Maps) connFromBPF(k bpf.XvsConnKey, v bpf.XvsConn) (Conn, error) {
 	client, err := addrFromBytes(k.Saddr, k.Family)
 	if err != nil {
 		return Conn{}, fmt.Errorf("conn key: %w", err)
 	}
 	vip, _ := addrFromBytes(k.Daddr, k.Family)
-	dest, _ := addrFromBytes(v.Daddr, k.Family)
+	dest, ok := m.DestAddr(v.DestId)
+	if ok && (dest.Is4() != (k.Family == familyInet)) {
+		dest = netip.Addr{}
+	}
 	return Conn{
 		Proto:    k.Proto,
 		Client:   netip.AddrPortFrom(client, portHost(k.Sport)),

@@ -123,9 +123,11 @@ func TestConnRoundTrip(t *testing.T) {
 			[]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7},
 			[]byte{0x14, 0xe9, 0xcf, 0x08, 17, 10, 0, 0}),
 	}}
+	m, _ := newTestMaps(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ck, sk, v, err := connToBPF(tt.conn)
+			setDests(t, m, tt.conn)
+			ck, sk, v, err := m.connToBPF(tt.conn)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,18 +138,21 @@ func TestConnRoundTrip(t *testing.T) {
 				t.Errorf("server key\n got %x\nwant %x", got, tt.wantServerKey)
 			}
 			vm := memOf(&v)
-			if port := [2]byte(vm[16:18]); port != [2]byte{byte(tt.conn.Dest.Port() >> 8), byte(tt.conn.Dest.Port())} {
+			if port := [2]byte(vm[0:2]); port != [2]byte{byte(tt.conn.Dest.Port() >> 8), byte(tt.conn.Dest.Port())} {
 				t.Errorf("dest port bytes %x", port)
 			}
-			back, err := connFromBPF(ck, v)
+			back, err := m.connFromBPF(ck, v)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if back != tt.conn {
 				t.Errorf("round trip\n got %+v\nwant %+v", back, tt.conn)
 			}
-			if sk != serverKey(ck, v) {
-				t.Errorf("serverKey differs from connToBPF's")
+			if msk, ok := m.serverKeyOf(ck, v); !ok || sk != msk {
+				t.Errorf("serverKeyOf = %+v, %v; connToBPF's %+v", msk, ok, sk)
+			}
+			if rv := rconnOf(ck, v); rv.SvcId != tt.conn.SvcID || portHost(rv.Vport) != tt.conn.VIP.Port() {
+				t.Errorf("rconnOf = %+v", rv)
 			}
 			k2, err := connKeyToBPF(tt.conn.Proto, tt.conn.Client, tt.conn.VIP)
 			if err != nil || k2 != ck {
@@ -168,11 +173,21 @@ func TestConvErrors(t *testing.T) {
 		{name: "dest v6 vip v4", conn: Conn{Proto: 6, Client: v4, VIP: v4, Dest: v6}},
 		{name: "zero client", conn: Conn{Proto: 6, VIP: v4, Dest: v4}},
 		{name: "zoned client", conn: Conn{Proto: 6, Client: netip.MustParseAddrPort("[fe80::1%eth0]:1"), VIP: v6, Dest: v6}},
+		// xvs_dests[1] is 10.0.0.1, [2] has no address, [3] is v6.
+		{name: "dest not xvs_dests'", conn: Conn{Proto: 6, Client: v4, VIP: v4, Dest: netip.MustParseAddrPort("10.0.0.2:80"), DestID: 1}},
+		{name: "dest without address", conn: Conn{Proto: 6, Client: v4, VIP: v4, Dest: v4, DestID: 2}},
+		{name: "dest of another family", conn: Conn{Proto: 6, Client: v4, VIP: v4, Dest: v4, DestID: 3}},
+		{name: "dest id out of range", conn: Conn{Proto: 6, Client: v4, VIP: v4, Dest: v4, DestID: 1 << 20}},
+	}
+	m, _ := newTestMaps(t)
+	setDests(t, m, Conn{Dest: v4, DestID: 1}, Conn{Dest: v6, DestID: 3})
+	if err := m.ResetDest(2); err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, _, _, err := connToBPF(tt.conn); err == nil {
-				t.Errorf("connToBPF(%+v) succeeded", tt.conn)
+			if _, _, _, err := m.connToBPF(tt.conn); err == nil {
+				t.Errorf("m.connToBPF(%+v) succeeded", tt.conn)
 			}
 		})
 	}

@@ -32,7 +32,8 @@ func TestExpireKeyLayout(t *testing.T) {
 	if a, b := unsafe.Sizeof(expire.ExpireConnKey{}), unsafe.Sizeof(bpf.XvsConnKey{}); a != b {
 		t.Fatalf("expire conn_key is %d bytes, xvs conn_key %d", a, b)
 	}
-	k, _, _, err := connToBPF(udp6Conn())
+	c := udp6Conn()
+	k, err := connKeyToBPF(c.Proto, c.Client, c.VIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestExpireConns(t *testing.T) {
 			if n != want {
 				t.Errorf("removed %d, want %d", n, want)
 			}
-			wantPair(t, raw, c, tt.wantPair)
+			wantPair(t, m, raw, c, tt.wantPair)
 			wantDestConns(t, m, c.DestID, tt.wantActive, tt.wantInactive)
 		})
 	}
@@ -136,13 +137,13 @@ func TestExpireDuringMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	datapathSetState(t, m, raw, c, uint8(bpf.XvsTcpStateSTATE_ESTABLISHED), time.Second)
-	datapathPromote(t, raw, c, true)
-	wantPair(t, raw, c, pairBoth)
+	datapathPromote(t, m, raw, c, true)
+	wantPair(t, m, raw, c, pairBoth)
 	n, out := expireOne(t, m, []Conn{c})
 	if n != 1 || out[0] != outcomeRemoved {
 		t.Errorf("removed %d, outcome %d; want 1, %d", n, out[0], outcomeRemoved)
 	}
-	wantPair(t, raw, c, pairNone)
+	wantPair(t, m, raw, c, pairNone)
 	wantDestConns(t, m, c.DestID, 0, 0)
 }
 
@@ -155,20 +156,21 @@ func TestExpireSharedServerKey(t *testing.T) {
 	if err := m.InstallConn(old); err != nil {
 		t.Fatal(err)
 	}
-	nc := tcpConn(20) // same real server and client port, another VIP
+	nc := tcpConn(20) // same real server and client port, another service
 	nc.VIP = netip.MustParseAddrPort("202.103.106.6:80")
+	nc.SvcID = 3
 	nc.LastSeen = 2 * time.Second
 	if err := m.InstallConn(nc); err != nil {
 		t.Fatal(err)
 	}
-	nck, sk, _, _ := connToBPF(nc)
+	nck, sk, _, _ := m.connToBPF(nc)
 	n, out := expireOne(t, m, []Conn{old})
 	if n != 1 || out[0] != outcomeRemoved {
 		t.Fatalf("removed %d, outcome %d; want 1, %d", n, out[0], outcomeRemoved)
 	}
 	for _, mp := range []*ebpf.Map{raw.XvsRconns, raw.XvsRconnsNew} {
-		var back bpf.XvsConnKey
-		if err := mp.Lookup(&sk, &back); err != nil || back != nck {
+		var back bpf.XvsRconn
+		if err := mp.Lookup(&sk, &back); err != nil || back != (bpf.XvsRconn{SvcId: 3, Vport: portBE(80)}) {
 			t.Errorf("%v: server-side key = %+v, %v; want the newer conn's", mp, back, err)
 		}
 	}
@@ -195,6 +197,9 @@ func TestExpireBatches(t *testing.T) {
 	for i := range total {
 		c := tcpConn(i)
 		c.DestID = uint32(i % 3)
+		if i < 3 {
+			setDests(t, m, c)
+		}
 		c.LastSeen = time.Duration(i+1) * time.Second
 		if i%2 == 0 {
 			c = withState(c, bpf.XvsTcpStateSTATE_ESTABLISHED)
@@ -237,7 +242,7 @@ func TestExpireBatches(t *testing.T) {
 				p = pairMain
 			}
 		}
-		wantPair(t, raw, c, p)
+		wantPair(t, m, raw, c, p)
 	}
 	var gotA, gotI int64
 	for id := range uint32(3) {
@@ -298,7 +303,7 @@ func TestExpireFallback(t *testing.T) {
 	if want := []uint8{outcomeRemoved, outcomeGone, outcomeGone}; string(out) != string(want) {
 		t.Errorf("outcomes %v, want %v", out, want)
 	}
-	wantPair(t, raw, gone, pairNone)
-	wantPair(t, raw, kept, pairNew)
+	wantPair(t, m, raw, gone, pairNone)
+	wantPair(t, m, raw, kept, pairNew)
 	wantDestConns(t, m, gone.DestID, 0, 1)
 }

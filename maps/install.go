@@ -114,6 +114,7 @@ func (in *installer) load(m *Maps) error {
 		install.InstallMapXvsRconns:    m.rconns,
 		install.InstallMapXvsConnsNew:  m.nconns,
 		install.InstallMapXvsRconnsNew: m.nrconns,
+		install.InstallMapXvsDests:     m.dests,
 	}
 	coll, err := loadSyscallProg(spec, install.InstallProgXvsInstall, live)
 	if err != nil {
@@ -274,10 +275,7 @@ func (m *Maps) installRun(slot int, cs []Conn, errs []error) {
 		if c.LastSeen == 0 {
 			c.LastSeen = Now()
 		}
-		ck, sk, v, err := connToBPF(c)
-		if err == nil {
-			err = m.checkDest(c.DestID)
-		}
+		ck, sk, v, err := m.connToBPF(c)
 		if err == nil && established(c.Proto, c.State) {
 			err = errors.New("established conn: use InstallConn")
 		}

@@ -3,6 +3,7 @@ package maps
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -34,9 +35,10 @@ func TestInstallConns(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An older conn whose server-side key the batch's conn 3 reuses
-	// (same real server and client port through another VIP).
+	// (same real server and client port through another service).
 	old := tcpConn(3)
 	old.VIP = netip.MustParseAddrPort("202.103.106.6:80")
+	old.SvcID = 3
 	old.State = uint8(bpf.XvsTcpStateSTATE_ESTABLISHED)
 	if err := m.InstallConn(old); err != nil {
 		t.Fatal(err)
@@ -59,6 +61,10 @@ func TestInstallConns(t *testing.T) {
 	}
 	bad := n - 1
 	cs[bad].Dest = netip.MustParseAddrPort("[fd00::1]:80") // family differs from the VIP's
+	// Not the address xvs_dests holds for dest 7 (172.16.0.2): Go's view
+	// and the datapath's rewrite would disagree.
+	wrong := n - 2
+	cs[wrong].Dest = netip.MustParseAddrPort("172.16.0.9:80")
 	errs := make([]error, n)
 	m.InstallConns(cs, errs)
 
@@ -72,13 +78,20 @@ func TestInstallConns(t *testing.T) {
 			if errs[i] == nil {
 				t.Errorf("conn %d with a v6 real server behind a v4 VIP installed", i)
 			}
+		case i == wrong:
+			if errs[i] == nil || !strings.Contains(errs[i].Error(), "dest id 7 is 172.16.0.2") {
+				t.Errorf("conn %d to another address than its dest id's: %v", i, errs[i])
+			}
+			if _, err := m.LookupConn(c.Proto, c.Client, c.VIP); !errors.Is(err, ErrNotFound) {
+				t.Errorf("conn %d installed anyway: %v", i, err)
+			}
 		default:
 			if errs[i] != nil {
 				t.Errorf("conn %d: %v", i, errs[i])
 				continue
 			}
 			if i != 2 { // its server-side key is in both pairs: shadowing, below
-				wantPair(t, raw, c, pairNew)
+				wantPair(t, m, raw, c, pairNew)
 			}
 			got, err := m.LookupConn(c.Proto, c.Client, c.VIP)
 			if err != nil || got.Dest != c.Dest || got.DestID != c.DestID || got.SvcID != c.SvcID || got.Flags != c.Flags || got.LastSeen == 0 {
@@ -86,18 +99,18 @@ func TestInstallConns(t *testing.T) {
 			}
 		}
 	}
-	wantPair(t, raw, inMain, pairMain)
-	wantPair(t, raw, inNew, pairNew)
+	wantPair(t, m, raw, inMain, pairMain)
+	wantPair(t, m, raw, inNew, pairNew)
 	if got, err := m.LookupConn(inNew.Proto, inNew.Client, inNew.VIP); err != nil || got.DestID != 8 {
 		t.Errorf("the winner of conn 1 is now %+v, %v", got, err)
 	}
 	// Every new conn counted once as inactive; the losers not at all.
-	wantDestConns(t, m, 7, 2, int64(n-3))
+	wantDestConns(t, m, 7, 2, int64(n-4))
 	wantDestConns(t, m, 8, 0, 1)
 
-	ck, sk, _, _ := connToBPF(cs[2])
-	var back bpf.XvsConnKey
-	if err := raw.XvsRconns.Lookup(&sk, &back); err != nil || back != ck {
+	ck, sk, v, _ := m.connToBPF(cs[2])
+	var back bpf.XvsRconn
+	if err := raw.XvsRconns.Lookup(&sk, &back); err != nil || back != rconnOf(ck, v) {
 		t.Errorf("main server side = %+v, %v; want the newer conn", back, err)
 	}
 	// The new conns are the oldest half-open ones, after inNew: they are
@@ -112,7 +125,7 @@ func TestInstallConns(t *testing.T) {
 
 func mustKey(t *testing.T, c Conn) bpf.XvsConnKey {
 	t.Helper()
-	ck, _, _, err := connToBPF(c)
+	ck, err := connKeyToBPF(c.Proto, c.Client, c.VIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +153,7 @@ func TestInstallConnsFull(t *testing.T) {
 		if i < len(cs)-size {
 			want = pairNone
 		}
-		wantPair(t, raw, c, want)
+		wantPair(t, m, raw, c, want)
 	}
 	if got := m.HalfOpenEvicted(); got != 8 {
 		t.Errorf("evicted %d, want 8", got)
@@ -193,7 +206,7 @@ func TestInstallConnsConcurrent(t *testing.T) {
 		t.Errorf("%d conns in the new pair, want %d", count, per)
 	}
 	for i := range per {
-		wantPair(t, raw, tcpConn(i), pairNew)
+		wantPair(t, m, raw, tcpConn(i), pairNew)
 	}
 }
 
@@ -226,6 +239,7 @@ func TestSyscallProgsFollowLiveMaps(t *testing.T) {
 	}
 	t.Cleanup(func() { m.Close() })
 	c := tcpConn(1)
+	setDests(t, m, c)
 	errs := make([]error, 1)
 	m.InstallConns([]Conn{c}, errs)
 	if errs[0] != nil {

@@ -41,6 +41,10 @@ var (
 	offActive   = int(unsafe.Offsetof(bpf.XvsDest{}.Active))
 	offInactive = int(unsafe.Offsetof(bpf.XvsDest{}.Inactive))
 	offFlags    = int(unsafe.Offsetof(bpf.XvsDest{}.Flags))
+	// The family byte and its padding are one aligned word, so that Go
+	// reads and writes it atomically; so are the four words of addr.
+	offFamily = int(unsafe.Offsetof(bpf.XvsDest{}.Family))
+	offAddr   = int(unsafe.Offsetof(bpf.XvsDest{}.Addr))
 )
 
 // Maps is typed access to the datapath's maps. It is safe for concurrent
@@ -48,6 +52,7 @@ var (
 // xvs_dests, and the caller closes the maps.
 type Maps struct {
 	svcs      *ebpf.Map
+	vips      *ebpf.Map // service id -> its key, for the reverse lookup
 	conns     *ebpf.Map // main pair: established conns (LRU)
 	rconns    *ebpf.Map
 	nconns    *ebpf.Map // new pair: half-open conns (hash, only Go inserts)
@@ -80,7 +85,8 @@ type Maps struct {
 func New(m *bpf.XvsMaps) (*Maps, error) {
 	if m == nil || m.XvsSvcs == nil || m.XvsConns == nil || m.XvsRconns == nil ||
 		m.XvsConnsNew == nil || m.XvsRconnsNew == nil || m.XvsDests == nil ||
-		m.XvsSvcStats == nil || m.XvsDestStats == nil || m.XvsReasons == nil || m.XvsCfg == nil || m.XvsBudget == nil {
+		m.XvsSvcStats == nil || m.XvsDestStats == nil || m.XvsReasons == nil || m.XvsCfg == nil || m.XvsBudget == nil ||
+		m.XvsVips == nil {
 		return nil, errors.New("new maps: missing map")
 	}
 	if got := int(m.XvsDests.ValueSize()); got != destSize {
@@ -102,6 +108,7 @@ func New(m *bpf.XvsMaps) (*Maps, error) {
 	}
 	return &Maps{
 		svcs:      m.XvsSvcs,
+		vips:      m.XvsVips,
 		conns:     m.XvsConns,
 		rconns:    m.XvsRconns,
 		nconns:    m.XvsConnsNew,
@@ -142,11 +149,22 @@ type SvcKey struct {
 	Addr  netip.AddrPort
 }
 
-// PutService maps a virtual service to its id (index of its statistics).
+// PutService maps a virtual service to its id (index of its statistics)
+// and records the service's key under its id in xvs_vips, where the
+// datapath's reverse lookup finds a conn's VIP. The xvs_vips entry stays
+// when the service is deleted: its conns may outlive it.
 func (m *Maps) PutService(k SvcKey, id uint32) error {
 	bk, err := svcKeyToBPF(k)
 	if err != nil {
 		return fmt.Errorf("put service: %w", err)
+	}
+	if id >= m.vips.MaxEntries() {
+		return fmt.Errorf("put service %d %s: id %d out of range (max %d)", k.Proto, k.Addr, id, m.vips.MaxEntries())
+	}
+	// The VIP first: a conn of the service may be installed as soon as
+	// the service is visible.
+	if err := m.vips.Put(&id, &bk); err != nil {
+		return fmt.Errorf("put service %d %s: virtual address: %w", k.Proto, k.Addr, err)
 	}
 	if err := m.svcs.Put(&bk, &bpf.XvsSvc{Id: id}); err != nil {
 		return fmt.Errorf("put service %d %s: %w", k.Proto, k.Addr, err)
@@ -204,12 +222,24 @@ func (m *Maps) checkDest(id uint32) error {
 	return nil
 }
 
-// SetDest sets whether a real server is available (on its service's
-// list). Its counters are left alone.
-func (m *Maps) SetDest(id uint32, available bool) error {
+// SetDest sets a real server's address (what the datapath rewrites its
+// conns' destination to) and whether it is available (on its service's
+// list). Its counters are left alone. The address must be set before the
+// id's first conn is installed and must not change while a conn uses the
+// id (InstallConn refuses a conn whose Dest is not it).
+func (m *Maps) SetDest(id uint32, addr netip.Addr, available bool) error {
 	if err := m.checkDest(id); err != nil {
 		return fmt.Errorf("set dest: %w", err)
 	}
+	b, fam, err := addrBytes(addr)
+	if err != nil {
+		return fmt.Errorf("set dest %d: %w", id, err)
+	}
+	for i := 0; i < 16; i += 4 {
+		w := *(*uint32)(unsafe.Pointer(&b[i])) // memory order, as stored
+		atomic.StoreUint32((*uint32)(m.destField(id, offAddr+i)), w)
+	}
+	atomic.StoreUint32((*uint32)(m.destField(id, offFamily)), familyWord(fam))
 	var flags uint32
 	if available {
 		flags = uint32(bpf.XvsDestFlagsDEST_F_AVAILABLE)
@@ -218,13 +248,45 @@ func (m *Maps) SetDest(id uint32, available bool) error {
 	return nil
 }
 
-// ResetDest zeroes the counters, flags and per-CPU statistics of a dest id
+// familyWord is the aligned word holding struct dest's family byte (its
+// padding zero), as Go stores it.
+func familyWord(fam uint8) uint32 {
+	var w [4]byte
+	w[0] = fam
+	return *(*uint32)(unsafe.Pointer(&w))
+}
+
+// DestAddr returns the address xvs_dests holds for id (set by SetDest);
+// false if id is out of range or has no address.
+func (m *Maps) DestAddr(id uint32) (netip.Addr, bool) {
+	if id >= m.destMax {
+		return netip.Addr{}, false
+	}
+	fw := atomic.LoadUint32((*uint32)(m.destField(id, offFamily)))
+	var b [16]byte
+	for i := 0; i < 16; i += 4 {
+		*(*uint32)(unsafe.Pointer(&b[i])) = atomic.LoadUint32((*uint32)(m.destField(id, offAddr+i)))
+	}
+	var fam [4]byte
+	*(*uint32)(unsafe.Pointer(&fam)) = fw
+	a, err := addrFromBytes(b, fam[0])
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// ResetDest zeroes the counters, flags, address and per-CPU statistics of a dest id
 // before it is reused for a new real server.
 func (m *Maps) ResetDest(id uint32) error {
 	if err := m.checkDest(id); err != nil {
 		return fmt.Errorf("reset dest: %w", err)
 	}
 	atomic.StoreUint32((*uint32)(m.destField(id, offFlags)), 0)
+	atomic.StoreUint32((*uint32)(m.destField(id, offFamily)), 0)
+	for i := 0; i < 16; i += 4 {
+		atomic.StoreUint32((*uint32)(m.destField(id, offAddr+i)), 0)
+	}
 	atomic.StoreInt64((*int64)(m.destField(id, offActive)), 0)
 	atomic.StoreInt64((*int64)(m.destField(id, offInactive)), 0)
 	if err := m.destStats.Put(&id, make([]bpf.XvsStats, m.ncpu)); err != nil {
@@ -282,9 +344,9 @@ type Conn struct {
 	Proto    uint8
 	Client   netip.AddrPort
 	VIP      netip.AddrPort
-	Dest     netip.AddrPort
-	State    uint8 // enum tcp_state (IPVS numbering); UDP stays 0
-	Flags    uint8 // enum conn_flags
+	Dest     netip.AddrPort // its address is xvs_dests' for DestID (SetDest)
+	State    uint8          // enum tcp_state (IPVS numbering); UDP stays 0
+	Flags    uint8          // enum conn_flags
 	SvcID    uint32
 	DestID   uint32
 	LastSeen time.Duration // bpf_ktime_get_ns clock, see Now

@@ -48,7 +48,21 @@ func newTestMapsSized(t testing.TB, newMax uint32) (*Maps, *bpf.XvsMaps) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
+	// The real servers of tcpConn, udp6Conn and install_test's second
+	// dest, as the control plane sets them before it installs conns.
+	setDests(t, m, tcpConn(0), udp6Conn(), Conn{Dest: netip.MustParseAddrPort("172.16.0.3:80"), DestID: 8})
 	return m, &raw
+}
+
+// setDests gives each conn's dest id its Dest address in xvs_dests
+// (available), as the control plane does before it installs conns.
+func setDests(t testing.TB, m *Maps, cs ...Conn) {
+	t.Helper()
+	for _, c := range cs {
+		if err := m.SetDest(c.DestID, c.Dest.Addr(), true); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func tcpConn(i int) Conn {
@@ -114,21 +128,24 @@ func TestConnLifecycle(t *testing.T) {
 				t.Fatalf("LookupConn = %+v, %v; want %+v", got, err, c)
 			}
 			// A new conn is in the new pair only.
-			wantPair(t, raw, c, pairNew)
+			wantPair(t, m, raw, c, pairNew)
 			// The server-side key maps back to the client-side key.
-			ck, sk, _, _ := connToBPF(c)
-			var back bpf.XvsConnKey
-			if err := raw.XvsRconnsNew.Lookup(&sk, &back); err != nil || back != ck {
-				t.Fatalf("rconns lookup = %+v, %v; want %+v", back, err, ck)
+			_, sk, _, _ := m.connToBPF(c)
+			var back bpf.XvsRconn
+			want := bpf.XvsRconn{SvcId: c.SvcID, Vport: portBE(c.VIP.Port())}
+			if err := raw.XvsRconnsNew.Lookup(&sk, &back); err != nil || back != want {
+				t.Fatalf("rconns lookup = %+v, %v; want %+v", back, err, want)
 			}
 
 			// A second installer loses and changes nothing.
 			loser := c
 			loser.Dest = netip.AddrPortFrom(c.Dest.Addr().Next(), c.Dest.Port())
+			loser.DestID = 11
+			setDests(t, m, loser)
 			if err := m.InstallConn(loser); !errors.Is(err, ErrConnExists) {
 				t.Fatalf("second InstallConn = %v, want ErrConnExists", err)
 			}
-			_, lsk, _, _ := connToBPF(loser)
+			_, lsk, _, _ := m.connToBPF(loser)
 			if err := raw.XvsRconnsNew.Lookup(&lsk, &back); !errors.Is(err, ebpf.ErrKeyNotExist) {
 				t.Errorf("loser's server-side key left behind: %v", err)
 			}
@@ -159,7 +176,7 @@ func TestConnLifecycle(t *testing.T) {
 // to another state: store the state, move the count through the mmap.
 func datapathSetState(t *testing.T, m *Maps, raw *bpf.XvsMaps, c Conn, state uint8, lastSeen time.Duration) {
 	t.Helper()
-	ck, _, _, err := connToBPF(c)
+	ck, _, _, err := m.connToBPF(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,24 +383,40 @@ func TestDestFlagsAndReset(t *testing.T) {
 	if err := m.InstallConn(c); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.SetDest(c.DestID, true); err != nil {
+	if err := m.SetDest(c.DestID, c.Dest.Addr(), true); err != nil {
 		t.Fatal(err)
 	}
 	var d bpf.XvsDest
 	if err := raw.XvsDests.Lookup(c.DestID, &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Flags != uint32(bpf.XvsDestFlagsDEST_F_AVAILABLE) || d.Inactive != 1 {
+	if d.Flags != uint32(bpf.XvsDestFlagsDEST_F_AVAILABLE) || d.Inactive != 1 ||
+		d.Family != familyInet || d.Addr != [16]byte{172, 16, 0, 2} {
 		t.Errorf("after SetDest: %+v", d)
 	}
 	if !m.DestAvailable(c.DestID) {
 		t.Error("DestAvailable false after SetDest(true)")
 	}
-	if err := m.SetDest(c.DestID, false); err != nil {
+	// An IPv6 address, as the datapath reads it; a mapped IPv4 one is
+	// IPv4.
+	v6 := netip.MustParseAddr("fd00::7")
+	if err := m.SetDest(c.DestID, v6, false); err != nil {
 		t.Fatal(err)
 	}
 	if m.DestAvailable(c.DestID) {
 		t.Error("DestAvailable true after SetDest(false)")
+	}
+	if err := raw.XvsDests.Lookup(c.DestID, &d); err != nil || d.Family != familyInet6 || d.Addr != v6.As16() {
+		t.Errorf("after SetDest(%s): %+v, %v", v6, d, err)
+	}
+	if a, ok := m.DestAddr(c.DestID); !ok || a != v6 {
+		t.Errorf("DestAddr = %s, %v; want %s", a, ok, v6)
+	}
+	if err := m.SetDest(c.DestID, netip.MustParseAddr("::ffff:172.16.0.2"), false); err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := m.DestAddr(c.DestID); !ok || a != c.Dest.Addr() {
+		t.Errorf("DestAddr after a mapped address = %s, %v; want %s", a, ok, c.Dest.Addr())
 	}
 	wantDestConns(t, m, c.DestID, 0, 1)
 
@@ -395,8 +428,14 @@ func TestDestFlagsAndReset(t *testing.T) {
 	if s, err := m.DestStats(c.DestID); err != nil || s != (Stats{}) {
 		t.Errorf("DestStats after reset = %+v, %v", s, err)
 	}
+	if a, ok := m.DestAddr(c.DestID); ok {
+		t.Errorf("DestAddr after reset = %s, want none", a)
+	}
+	if err := m.SetDest(c.DestID, netip.Addr{}, true); err == nil {
+		t.Error("SetDest without an address succeeded")
+	}
 
-	if err := m.SetDest(m.destMax, true); err == nil {
+	if err := m.SetDest(m.destMax, c.Dest.Addr(), true); err == nil {
 		t.Error("SetDest out of range succeeded")
 	}
 	if a, i := m.DestConns(m.destMax); a != 0 || i != 0 {
@@ -483,7 +522,7 @@ func TestStatsSum(t *testing.T) {
 }
 
 func TestServices(t *testing.T) {
-	m, _ := newTestMaps(t)
+	m, raw := newTestMaps(t)
 	want := map[SvcKey]uint32{
 		{Proto: unix.IPPROTO_TCP, Addr: netip.MustParseAddrPort("202.103.106.5:80")}:  1,
 		{Proto: unix.IPPROTO_UDP, Addr: netip.MustParseAddrPort("202.103.106.5:80")}:  2,
@@ -516,6 +555,20 @@ func TestServices(t *testing.T) {
 	got, _ = m.Services()
 	if _, ok := got[gone]; ok || len(got) != 2 {
 		t.Errorf("Services after delete = %v", got)
+	}
+	// xvs_vips holds every service's key by id, the deleted one's too
+	// (its conns may outlive it).
+	for k, id := range want {
+		var v bpf.XvsSvcKey
+		if err := raw.XvsVips.Lookup(id, &v); err != nil {
+			t.Fatal(err)
+		}
+		if back, err := svcKeyFromBPF(v); err != nil || back != k {
+			t.Errorf("xvs_vips[%d] = %v, %v; want %v", id, back, err, k)
+		}
+	}
+	if err := m.PutService(gone, 4096); err == nil {
+		t.Error("PutService with an id beyond xvs_vips succeeded")
 	}
 }
 

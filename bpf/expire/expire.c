@@ -80,25 +80,41 @@ struct {
 const volatile enum outcome xvs_enum_outcome;
 
 /* same_conn: whether two stored values are the same conn (the datapath's
- * copy of it in the other pair); maps.sameConn. */
+ * copy of it in the other pair); maps.sameConn. The dest id names the
+ * real server's address. */
 static __always_inline int same_conn(const struct conn *a,
 				     const struct conn *b)
 {
-	const __u64 *x = (const __u64 *)a->daddr, *y = (const __u64 *)b->daddr;
-
 	return a->svc_id == b->svc_id && a->dest_id == b->dest_id &&
-	       a->dport == b->dport && x[0] == y[0] && x[1] == y[1];
+	       a->dport == b->dport;
 }
 
-/* drop_rkey: deletes server-side key rk from rconns if it still points at
- * ckey (a newer conn may have taken it over). */
+/* drop_rkey: deletes server-side key rk from rconns if it still names the
+ * conn rv names (a newer conn may have taken it over). */
 static __always_inline void drop_rkey(void *rconns, struct conn_key *rk,
-				      const struct conn_key *ckey)
+				      const struct rconn *rv)
 {
-	struct conn_key *cur = bpf_map_lookup_elem(rconns, rk);
+	struct rconn *cur = bpf_map_lookup_elem(rconns, rk);
 
-	if (cur && conn_key_eq(cur, ckey))
+	if (cur && rconn_eq(cur, rv))
 		bpf_map_delete_elem(rconns, rk);
+}
+
+/* keys: the server-side key and value of conn v with client-side key
+ * ckey. Returns 0, or -1 if v's dest id is out of range (no server-side
+ * key can be made: there is none to drop, Go never installed one). */
+static __always_inline int keys(struct conn_key *rk, struct rconn *rv,
+				const struct conn_key *ckey,
+				const struct conn *v)
+{
+	__u32 id = v->dest_id;
+	struct dest *d = bpf_map_lookup_elem(&xvs_dests, &id);
+
+	if (!d)
+		return -1;
+	conn_rkey(rk, ckey, v, d);
+	conn_rconn(rv, ckey, v);
+	return 0;
 }
 
 /* count_out: takes a removed conn out of its real server's class. */
@@ -120,12 +136,15 @@ static __always_inline int expire_main(const struct conn_key *ckey,
 				       const struct conn *v)
 {
 	struct conn_key rk = {};
+	struct rconn rv = {};
 	struct conn *cur;
+	int ok;
 
 	if (bpf_map_delete_elem(&xvs_conns, ckey))
 		return OUTCOME_GONE;
-	conn_rkey(&rk, ckey, v);
-	drop_rkey(&xvs_rconns, &rk, ckey);
+	ok = !keys(&rk, &rv, ckey, v);
+	if (ok)
+		drop_rkey(&xvs_rconns, &rk, &rv);
 	/* A copy left in the new pair by a promotion, and its server-side
 	 * key: without the client-side key there is no such copy (promotion
 	 * deletes that first), which spares a lookup per conn. */
@@ -133,7 +152,8 @@ static __always_inline int expire_main(const struct conn_key *ckey,
 	if (cur) {
 		if (same_conn(cur, v))
 			bpf_map_delete_elem(&xvs_conns_new, ckey);
-		drop_rkey(&xvs_rconns_new, &rk, ckey);
+		if (ok)
+			drop_rkey(&xvs_rconns_new, &rk, &rv);
 	}
 	count_out(v);
 	return OUTCOME_REMOVED;
@@ -145,17 +165,21 @@ static __always_inline int expire_new(const struct conn_key *ckey,
 				      const struct conn *v)
 {
 	struct conn_key rk = {};
+	struct rconn rv = {};
 	struct conn *cur;
+	int ok;
 
 	if (bpf_map_delete_elem(&xvs_conns_new, ckey))
 		return OUTCOME_GONE;
-	conn_rkey(&rk, ckey, v);
-	drop_rkey(&xvs_rconns_new, &rk, ckey);
+	ok = !keys(&rk, &rv, ckey, v);
+	if (ok)
+		drop_rkey(&xvs_rconns_new, &rk, &rv);
 	cur = bpf_map_lookup_elem(&xvs_conns, ckey);
 	if (cur && same_conn(cur, v))
 		return OUTCOME_MOVED;
 	/* The shadowing server-side entry maps.InstallConn made. */
-	drop_rkey(&xvs_rconns, &rk, ckey);
+	if (ok)
+		drop_rkey(&xvs_rconns, &rk, &rv);
 	count_out(v);
 	return OUTCOME_REMOVED;
 }

@@ -49,7 +49,6 @@ type ExpireCfg struct {
 
 type ExpireConn struct {
 	_        structs.HostLayout
-	Daddr    [16]uint8
 	Dport    uint16
 	State    uint8
 	Flags    uint8
@@ -75,7 +74,9 @@ type ExpireDest struct {
 	Active   int64
 	Inactive int64
 	Flags    uint32
-	Pad      uint32
+	Family   uint8
+	Pad      [3]uint8
+	Addr     [16]uint8
 }
 
 type ExpireFrag struct {
@@ -102,6 +103,13 @@ const (
 	ExpireOutcomeOUTCOME_FRESH   ExpireOutcome = 2
 	ExpireOutcomeOUTCOME_MOVED   ExpireOutcome = 3
 )
+
+type ExpireRconn struct {
+	_     structs.HostLayout
+	SvcId uint32
+	Vport uint16
+	Pad   uint16
+}
 
 type ExpireStats struct {
 	_        structs.HostLayout
@@ -139,6 +147,7 @@ const (
 	ExpireMapXvsDests       = "xvs_dests"
 	ExpireMapXvsExpBatch    = "xvs_exp_batch"
 	ExpireMapXvsFrags       = "xvs_frags"
+	ExpireMapXvsRckey       = "xvs_rckey"
 	ExpireMapXvsRconns      = "xvs_rconns"
 	ExpireMapXvsRconnsNew   = "xvs_rconns_new"
 	ExpireMapXvsReasons     = "xvs_reasons"
@@ -146,6 +155,7 @@ const (
 	ExpireMapXvsSvcStats    = "xvs_svc_stats"
 	ExpireMapXvsSvcs        = "xvs_svcs"
 	ExpireMapXvsTx          = "xvs_tx"
+	ExpireMapXvsVips        = "xvs_vips"
 	ExpireProgXvsExpire     = "xvs_expire"
 	ExpireVarXvsEnumOutcome = "xvs_enum_outcome"
 )
@@ -208,6 +218,7 @@ type ExpireMapSpecs struct {
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
 	XvsExpBatch  *ebpf.MapSpec `ebpf:"xvs_exp_batch"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
+	XvsRckey     *ebpf.MapSpec `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
@@ -215,6 +226,7 @@ type ExpireMapSpecs struct {
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.MapSpec `ebpf:"xvs_svcs"`
 	XvsTx        *ebpf.MapSpec `ebpf:"xvs_tx"`
+	XvsVips      *ebpf.MapSpec `ebpf:"xvs_vips"`
 }
 
 // ExpireVariableSpecs contains global variables before they are loaded into the kernel.
@@ -253,6 +265,7 @@ type ExpireMaps struct {
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
 	XvsExpBatch  *ebpf.Map `ebpf:"xvs_exp_batch"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
+	XvsRckey     *ebpf.Map `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
@@ -260,6 +273,7 @@ type ExpireMaps struct {
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.Map `ebpf:"xvs_svcs"`
 	XvsTx        *ebpf.Map `ebpf:"xvs_tx"`
+	XvsVips      *ebpf.Map `ebpf:"xvs_vips"`
 }
 
 func (m *ExpireMaps) Close() error {
@@ -273,6 +287,7 @@ func (m *ExpireMaps) Close() error {
 		m.XvsDests,
 		m.XvsExpBatch,
 		m.XvsFrags,
+		m.XvsRckey,
 		m.XvsRconns,
 		m.XvsRconnsNew,
 		m.XvsReasons,
@@ -280,6 +295,7 @@ func (m *ExpireMaps) Close() error {
 		m.XvsSvcStats,
 		m.XvsSvcs,
 		m.XvsTx,
+		m.XvsVips,
 	)
 }
 

@@ -46,7 +46,10 @@ enum inst_result {
 	INST_ERROR = 3,  /* another error; err[] holds it */
 };
 
-/* One new conn: its two keys and its value (state, flags, last_seen set). */
+/* One new conn: its two keys and its value (state, flags, last_seen set).
+ * skey's source is the address xvs_dests holds for val.dest_id (the
+ * daemon checks it); the server-side value is made here from ckey and
+ * val. */
 struct inst {
 	struct conn_key ckey;
 	struct conn_key skey;
@@ -83,28 +86,45 @@ struct {
 /* Never used: makes the enum part of BTF so that bpf2go emits it. */
 const volatile enum inst_result xvs_enum_inst_result;
 
-/* drop_rkey: deletes server-side key rk from rconns if it still points at
- * ckey. */
+/* drop_rkey: deletes server-side key rk from rconns if it still names the
+ * conn rv names. */
 static __always_inline void drop_rkey(void *rconns, struct conn_key *rk,
-				      const struct conn_key *ckey)
+				      const struct rconn *rv)
 {
-	struct conn_key *cur = bpf_map_lookup_elem(rconns, rk);
+	struct rconn *cur = bpf_map_lookup_elem(rconns, rk);
 
-	if (cur && conn_key_eq(cur, ckey))
+	if (cur && rconn_eq(cur, rv))
 		bpf_map_delete_elem(rconns, rk);
+}
+
+/* winner_rkey: the server-side key of the conn cur that holds ckey; 0, or
+ * -1 without its dest. */
+static __always_inline int winner_rkey(struct conn_key *rk,
+				       const struct conn_key *ckey,
+				       const struct conn *cur)
+{
+	__u32 id = cur->dest_id;
+	struct dest *d = bpf_map_lookup_elem(&xvs_dests, &id);
+
+	if (!d)
+		return -1;
+	conn_rkey(rk, ckey, cur, d);
+	return 0;
 }
 
 /* install_rec: installs one record; returns its enum inst_result. */
 static __always_inline int install_rec(struct inst *r, __s32 *e)
 {
 	struct conn_key rk = {};
+	struct rconn rv = {}, wv = {};
 	struct conn *cur;
 	long err;
 
 	if (bpf_map_lookup_elem(&xvs_conns, &r->ckey) ||
 	    bpf_map_lookup_elem(&xvs_conns_new, &r->ckey))
 		return INST_EXISTS;
-	err = bpf_map_update_elem(&xvs_rconns_new, &r->skey, &r->ckey, BPF_ANY);
+	conn_rconn(&rv, &r->ckey, &r->val);
+	err = bpf_map_update_elem(&xvs_rconns_new, &r->skey, &rv, BPF_ANY);
 	if (err == -E2BIG)
 		return INST_FULL;
 	if (err) {
@@ -113,17 +133,22 @@ static __always_inline int install_rec(struct inst *r, __s32 *e)
 	}
 	err = bpf_map_update_elem(&xvs_conns_new, &r->ckey, &r->val, BPF_NOEXIST);
 	if (err == -EEXIST) {
-		/* Another worker won: keep the server-side key if the winner
-		 * uses the same one. */
+		/* Another worker won: give the server-side key back to the
+		 * winner if it uses the same one. */
 		cur = bpf_map_lookup_elem(&xvs_conns_new, &r->ckey);
-		if (cur)
-			conn_rkey(&rk, &r->ckey, cur);
-		if (!cur || !conn_key_eq(&rk, &r->skey))
-			drop_rkey(&xvs_rconns_new, &r->skey, &r->ckey);
+		if (cur && !winner_rkey(&rk, &r->ckey, cur) &&
+		    conn_key_eq(&rk, &r->skey)) {
+			conn_rconn(&wv, &r->ckey, cur);
+			if (!rconn_eq(&wv, &rv))
+				bpf_map_update_elem(&xvs_rconns_new, &r->skey,
+						    &wv, BPF_EXIST);
+		} else {
+			drop_rkey(&xvs_rconns_new, &r->skey, &rv);
+		}
 		return INST_EXISTS;
 	}
 	if (err) {
-		drop_rkey(&xvs_rconns_new, &r->skey, &r->ckey);
+		drop_rkey(&xvs_rconns_new, &r->skey, &rv);
 		if (err == -E2BIG)
 			return INST_FULL;
 		*e = err;
@@ -132,7 +157,7 @@ static __always_inline int install_rec(struct inst *r, __s32 *e)
 	/* xvs_rconns is looked up first: a key there of an older conn would
 	 * shadow ours. Point it at ours; the datapath then misses in the main
 	 * pair and finds ours in the new one. */
-	bpf_map_update_elem(&xvs_rconns, &r->skey, &r->ckey, BPF_EXIST);
+	bpf_map_update_elem(&xvs_rconns, &r->skey, &rv, BPF_EXIST);
 	return INST_OK;
 }
 

@@ -31,7 +31,6 @@ type InstallCfg struct {
 
 type InstallConn struct {
 	_        structs.HostLayout
-	Daddr    [16]uint8
 	Dport    uint16
 	State    uint8
 	Flags    uint8
@@ -57,7 +56,9 @@ type InstallDest struct {
 	Active   int64
 	Inactive int64
 	Flags    uint32
-	Pad      uint32
+	Family   uint8
+	Pad      [3]uint8
+	Addr     [16]uint8
 }
 
 type InstallFrag struct {
@@ -107,6 +108,13 @@ const (
 	InstallInstResultINST_ERROR  InstallInstResult = 3
 )
 
+type InstallRconn struct {
+	_     structs.HostLayout
+	SvcId uint32
+	Vport uint16
+	Pad   uint16
+}
+
 type InstallStats struct {
 	_        structs.HostLayout
 	Conns    uint64
@@ -143,6 +151,7 @@ const (
 	InstallMapXvsDests          = "xvs_dests"
 	InstallMapXvsFrags          = "xvs_frags"
 	InstallMapXvsInstBatch      = "xvs_inst_batch"
+	InstallMapXvsRckey          = "xvs_rckey"
 	InstallMapXvsRconns         = "xvs_rconns"
 	InstallMapXvsRconnsNew      = "xvs_rconns_new"
 	InstallMapXvsReasons        = "xvs_reasons"
@@ -150,6 +159,7 @@ const (
 	InstallMapXvsSvcStats       = "xvs_svc_stats"
 	InstallMapXvsSvcs           = "xvs_svcs"
 	InstallMapXvsTx             = "xvs_tx"
+	InstallMapXvsVips           = "xvs_vips"
 	InstallProgXvsInstall       = "xvs_install"
 	InstallVarXvsEnumInstResult = "xvs_enum_inst_result"
 )
@@ -212,6 +222,7 @@ type InstallMapSpecs struct {
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
 	XvsInstBatch *ebpf.MapSpec `ebpf:"xvs_inst_batch"`
+	XvsRckey     *ebpf.MapSpec `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
@@ -219,6 +230,7 @@ type InstallMapSpecs struct {
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.MapSpec `ebpf:"xvs_svcs"`
 	XvsTx        *ebpf.MapSpec `ebpf:"xvs_tx"`
+	XvsVips      *ebpf.MapSpec `ebpf:"xvs_vips"`
 }
 
 // InstallVariableSpecs contains global variables before they are loaded into the kernel.
@@ -257,6 +269,7 @@ type InstallMaps struct {
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
 	XvsInstBatch *ebpf.Map `ebpf:"xvs_inst_batch"`
+	XvsRckey     *ebpf.Map `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
@@ -264,6 +277,7 @@ type InstallMaps struct {
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.Map `ebpf:"xvs_svcs"`
 	XvsTx        *ebpf.Map `ebpf:"xvs_tx"`
+	XvsVips      *ebpf.Map `ebpf:"xvs_vips"`
 }
 
 func (m *InstallMaps) Close() error {
@@ -277,6 +291,7 @@ func (m *InstallMaps) Close() error {
 		m.XvsDests,
 		m.XvsFrags,
 		m.XvsInstBatch,
+		m.XvsRckey,
 		m.XvsRconns,
 		m.XvsRconnsNew,
 		m.XvsReasons,
@@ -284,6 +299,7 @@ func (m *InstallMaps) Close() error {
 		m.XvsSvcStats,
 		m.XvsSvcs,
 		m.XvsTx,
+		m.XvsVips,
 	)
 }
 

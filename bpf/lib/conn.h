@@ -21,7 +21,7 @@
  * cache line from each other.
  *
  * Races: dport, state and flags of struct conn share one aligned 32-bit
- * word (bytes 16..19, little endian: state in bits 16..23, flags in 24..31).
+ * word (bytes 0..3, little endian: state in bits 16..23, flags in 24..31).
  * CONN_F_NEW is cleared with an atomic fetch-and and only the CPU that
  * cleared it counts the conn; a state change is a compare-and-swap of that
  * word and only the CPU whose swap succeeded moves the dest's counters.
@@ -41,23 +41,52 @@
 #define CONN_W_FLAGS_SHIFT 24
 #define CONN_STATE_TRIES 4
 
+_Static_assert(__builtin_offsetof(struct conn, dport) == 0 &&
+	       __builtin_offsetof(struct conn, state) == 2 &&
+	       __builtin_offsetof(struct conn, flags) == 3,
+	       "dport, state and flags are the conn's first aligned word");
+
 /* A packet's connection. */
 struct hit {
 	struct conn *c;          /* value in xvs_conns or xvs_conns_new */
-	struct conn_key *ckey;   /* its client-side key: VIP:vport in daddr/dport */
-	struct dest *d;          /* xvs_dests[c->dest_id], NULL if out of range */
+	struct conn_key *ckey;   /* its client-side key: VIP:vport in daddr/dport;
+				  * the packet's tuple or a per-CPU copy */
+	struct dest *d;          /* xvs_dests[c->dest_id] (conn_admit), NULL if out
+				  * of range; d->addr is the DNAT target */
 	int out;                 /* 0: client -> server, 1: server -> client */
 	int avail;               /* d has DEST_F_AVAILABLE */
 	int fresh;               /* c is in the new pair (xvs_conns_new) */
 };
 
+/* conn_ckey: rebuilds in ck the client-side key of server-side tuple sk
+ * (real server -> client) whose conn is rc: client = sk's destination,
+ * VIP = vip's address, virtual port = rc's. */
+static __always_inline void conn_ckey(struct conn_key *ck,
+				      const struct conn_key *sk,
+				      const struct svc_key *vip,
+				      const struct rconn *rc)
+{
+	__builtin_memcpy(ck->saddr, sk->daddr, 16);
+	__builtin_memcpy(ck->daddr, vip->addr, 16);
+	ck->sport = sk->dport;
+	ck->dport = rc->vport;
+	ck->proto = sk->proto;
+	ck->family = sk->family;
+	ck->pad[0] = 0;
+	ck->pad[1] = 0;
+}
+
 /* conn_find_in: conn_find in one pair of tables. A server-side key whose
  * client-side key is not in conns is a miss here (the conn may be in the
- * other pair: a newer conn shadows an older one's server-side key). */
+ * other pair: a newer conn shadows an older one's server-side key). The
+ * client-side key of a server-side hit is rebuilt in xvs_rckey. */
 static __always_inline int conn_find_in(void *conns, void *rconns,
 					struct pkt *p, struct hit *h)
 {
 	struct conn_key *ckey;
+	struct svc_key *vip;
+	struct rconn *rc;
+	__u32 zero = 0, id;
 
 	h->c = bpf_map_lookup_elem(conns, &p->key);
 	if (h->c) {
@@ -65,9 +94,17 @@ static __always_inline int conn_find_in(void *conns, void *rconns,
 		h->out = 0;
 		return 1;
 	}
-	ckey = bpf_map_lookup_elem(rconns, &p->key);
+	rc = bpf_map_lookup_elem(rconns, &p->key);
+	if (!rc)
+		return 0;
+	id = rc->svc_id;
+	vip = bpf_map_lookup_elem(&xvs_vips, &id);
+	if (!vip)
+		return 0;
+	ckey = bpf_map_lookup_elem(&xvs_rckey, &zero);
 	if (!ckey)
 		return 0;
+	conn_ckey(ckey, &p->key, vip, rc);
 	h->c = bpf_map_lookup_elem(conns, ckey);
 	if (!h->c)
 		return 0;
@@ -199,7 +236,7 @@ static __always_inline void conn_state(struct hit *h, __u8 flags)
 }
 
 /* conn_key_eq: whether two conn keys are equal. Both must be 8-byte
- * aligned (map values). */
+ * aligned. */
 static __always_inline int conn_key_eq(const struct conn_key *a,
 				       const struct conn_key *b)
 {
@@ -210,12 +247,31 @@ static __always_inline int conn_key_eq(const struct conn_key *a,
 		(x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
 }
 
-/* conn_rkey: the server-side key of conn c with client-side key ckey. */
+/* rconn_eq: whether two server-side entries name the same conn. */
+static __always_inline int rconn_eq(const struct rconn *a,
+				    const struct rconn *b)
+{
+	return a->svc_id == b->svc_id && a->vport == b->vport;
+}
+
+/* conn_rconn: the server-side entry of conn c with client-side key ckey. */
+static __always_inline void conn_rconn(struct rconn *rc,
+				       const struct conn_key *ckey,
+				       const struct conn *c)
+{
+	rc->svc_id = c->svc_id;
+	rc->vport = ckey->dport;
+	rc->pad = 0;
+}
+
+/* conn_rkey: the server-side key of conn c with client-side key ckey and
+ * real server d (xvs_dests[c->dest_id]). */
 static __always_inline void conn_rkey(struct conn_key *rk,
 				      const struct conn_key *ckey,
-				      const struct conn *c)
+				      const struct conn *c,
+				      const struct dest *d)
 {
-	__builtin_memcpy(rk->saddr, c->daddr, 16);
+	__builtin_memcpy(rk->saddr, d->addr, 16);
 	__builtin_memcpy(rk->daddr, ckey->saddr, 16);
 	rk->sport = c->dport;
 	rk->dport = ckey->sport;
@@ -234,6 +290,12 @@ static __always_inline int conn_ready(struct pkt *p, struct hit *h)
 	return h->out;
 }
 
+/* The per-CPU scratch of conn_promote (xvs_scratch). */
+struct promo {
+	struct conn_key rk; /* the server-side key */
+	struct rconn rv;    /* its value */
+};
+
 /* conn_promote: moves an established conn from the new pair to the main
  * one: client-side key into xvs_conns (BPF_NOEXIST), server-side key into
  * xvs_rconns, then both out of the new pair. Inserting before deleting
@@ -243,46 +305,55 @@ static __always_inline int conn_ready(struct pkt *p, struct hit *h)
  * -EEXIST from xvs_conns is another CPU that promoted the same conn first
  * (same real server: delete the new copy as it did) or an unrelated older
  * conn with the same client-side key (leave ours where it is; the daemon
- * expires one of them). On success h points at the main pair's copy and
- * keys, so that nothing after this reads the freed new entries. The
- * server-side key is built in the per-CPU scratch (xvs_scratch), not on
- * the stack, which the hit path has used up; nothing else holds the
- * scratch across this call. */
+ * expires one of them). On success h points at the main pair's copy, so
+ * that nothing after this reads the freed new entries. The server-side
+ * key and value are built in the per-CPU scratch (xvs_scratch), not on the
+ * stack, which the hit path has used up; nothing else holds the scratch
+ * across this call. */
 static __always_inline void conn_promote(struct pkt *p, struct hit *h)
 {
-	struct conn_key *ckey, *rv, *rk, *rk2;
+	struct conn_key *ckey, *rck;
+	struct rconn *rv2;
+	struct promo *pr;
 	struct conn *m;
 	__u32 zero = 0;
 	long err;
 
-	if (!conn_ready(p, h))
+	_Static_assert(sizeof(struct promo) <= 64, "promo fits xvs_scratch");
+	if (!conn_ready(p, h) || !h->d)
 		return;
-	rk = bpf_map_lookup_elem(&xvs_scratch, &zero);
-	if (!rk)
+	pr = bpf_map_lookup_elem(&xvs_scratch, &zero);
+	if (!pr)
 		return;
-	__builtin_memset(rk, 0, sizeof(*rk));
+	__builtin_memset(pr, 0, sizeof(*pr));
 	ckey = h->ckey;
-	conn_rkey(rk, ckey, h->c);
+	conn_rkey(&pr->rk, ckey, h->c, h->d);
+	conn_rconn(&pr->rv, ckey, h->c);
 	err = bpf_map_update_elem(&xvs_conns, ckey, h->c, BPF_NOEXIST);
 	if (err && err != -EEXIST)
 		return;
 	m = bpf_map_lookup_elem(&xvs_conns, ckey);
 	if (!m || m->dest_id != h->c->dest_id || m->dport != h->c->dport)
 		return;
-	if (bpf_map_update_elem(&xvs_rconns, rk, ckey, BPF_ANY))
-		return;
-	rv = bpf_map_lookup_elem(&xvs_rconns, rk);
-	if (!rv)
+	if (bpf_map_update_elem(&xvs_rconns, &pr->rk, &pr->rv, BPF_ANY))
 		return;
 	bpf_map_delete_elem(&xvs_conns_new, ckey);
-	rk2 = bpf_map_lookup_elem(&xvs_rconns_new, rk);
-	if (rk2 && conn_key_eq(rk2, ckey))
-		bpf_map_delete_elem(&xvs_rconns_new, rk);
+	rv2 = bpf_map_lookup_elem(&xvs_rconns_new, &pr->rk);
+	if (rv2 && rconn_eq(rv2, &pr->rv))
+		bpf_map_delete_elem(&xvs_rconns_new, &pr->rk);
 	/* Back to the kinds of key pointer a main-pair hit has: the
-	 * packet's own tuple (client side) or xvs_rconns' value. */
+	 * packet's own tuple (client side) or xvs_rckey (server side). */
 	h->c = m;
-	h->ckey = h->out ? rv : &p->key;
 	h->fresh = 0;
+	if (!h->out) {
+		h->ckey = &p->key;
+		return;
+	}
+	rck = bpf_map_lookup_elem(&xvs_rckey, &zero);
+	if (!rck)
+		return;
+	__builtin_memcpy(rck, ckey, sizeof(*rck));
+	h->ckey = rck;
 }
 
 /* conn_stamp: last_seen of c = now on the coarse clock, written only if

@@ -37,7 +37,7 @@ static __always_inline void fib_fill(struct bpf_fib_lookup *fp, struct pkt *p,
 				     struct hit *h, __u32 ifindex, __u16 tot_len)
 {
 	const __u8 *src = h->out ? h->ckey->daddr : p->key.saddr;
-	const __u8 *dst = h->out ? p->key.daddr : h->c->daddr;
+	const __u8 *dst = h->out || !h->d ? p->key.daddr : h->d->addr;
 
 	fp->l4_protocol = p->key.proto;
 	fp->sport = h->out ? h->ckey->dport : p->key.sport;

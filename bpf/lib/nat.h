@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * nat.h: the rewrite of a hit. Client -> server: destination VIP:vport
- * becomes RS:rport. Server -> client: source RS:rport becomes VIP:vport.
+ * becomes RS:rport (RS: the address of the conn's dest, xvs_dests).
+ * Server -> client: source RS:rport becomes VIP:vport.
  * The IPv4 header checksum and the TCP/UDP checksum (pseudo-header
  * included) are updated incrementally; an IPv4 UDP checksum of 0 stays 0
  * and a UDP result of 0 is written as 0xffff. The TTL is decremented
@@ -29,7 +30,12 @@ static __always_inline void nat_target(struct hit *h, __u32 to[4],
 		__builtin_memcpy(to, h->ckey->daddr, 16);
 		*to_port = h->ckey->dport;
 	} else {
-		__builtin_memcpy(to, h->c->daddr, 16);
+		/* conn_admit let no client -> server packet through without
+		 * its dest; the check is for the verifier. */
+		if (h->d)
+			__builtin_memcpy(to, h->d->addr, 16);
+		else
+			__builtin_memcpy(to, h->ckey->daddr, 16);
 		*to_port = h->c->dport;
 	}
 }

@@ -4,6 +4,7 @@ package ctltest
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ type Datapath struct {
 type DestState struct {
 	Active, Inactive int64
 	Available        bool
+	Addr             netip.Addr // the address conns to it are rewritten to
 }
 
 type connID struct {
@@ -71,10 +73,12 @@ func (f *Datapath) DeleteService(k maps.SvcKey) error {
 	return nil
 }
 
-func (f *Datapath) SetDest(id uint32, available bool) error {
+func (f *Datapath) SetDest(id uint32, addr netip.Addr, available bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.dest(id).Available = available
+	d := f.dest(id)
+	d.Available = available
+	d.Addr = addr.Unmap()
 	return nil
 }
 
@@ -97,6 +101,11 @@ func (f *Datapath) InstallConn(c maps.Conn) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	id := connID{c.Proto, c.Client, c.VIP}
+	// As maps.Maps: the conn's real server must be the address its dest
+	// id has (SetDest), which is what the datapath rewrites to.
+	if have := f.dest(c.DestID).Addr; have != c.Dest.Addr().Unmap() {
+		return fmt.Errorf("install conn: real server %s: dest id %d is %s", c.Dest.Addr(), c.DestID, have)
+	}
 	if _, ok := f.Conns[id]; ok {
 		return maps.ErrConnExists
 	}
