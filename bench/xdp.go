@@ -247,13 +247,11 @@ func (g *Generator) Flood(ctx context.Context, cpus []int, d time.Duration) (tim
 }
 
 // Paced sends pps frames a second from a thread pinned to cpu for d (or
-// until ctx ends), in one live-frame run every 50 ms, and returns the time
+// until ctx ends), in one live-frame run every 10 ms, and returns the time
 // it took. The frames of a run leave back to back: a flood in bursts of
-// pps/20 frames. A run has a fixed cost of about a millisecond (the
-// kernel sets up a page pool for it), so fewer, larger runs leave more of
-// the CPU to the generator it shares it with.
+// pps/100 frames.
 func (g *Generator) Paced(ctx context.Context, cpu int, pps float64, d time.Duration) (time.Duration, error) {
-	const tick = 50 * time.Millisecond
+	const tick = 10 * time.Millisecond
 	start := time.Now()
 	err := g.ns.Do(func() error {
 		restore, err := pinCPU(cpu)
