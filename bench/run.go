@@ -166,6 +166,21 @@ func (c Config) floodBudget() uint64 {
 	return FirstPacketBudget
 }
 
+// setBudget sets xvsd's global first-packet budget for a run and returns
+// what puts the previous one back; failures go to fail.
+func setBudget(x *XVS, rate, burst uint64, fail func(string, error)) (restore func(), ok bool) {
+	undo, err := x.SetFirstPacketBudget(rate, burst)
+	if err != nil {
+		fail("first-packet budget", err)
+		return nil, false
+	}
+	return func() {
+		if err := undo(); err != nil {
+			fail("first-packet budget", err)
+		}
+	}, true
+}
+
 // allCPUs lists the CPUs 0..NumCPU-1.
 func allCPUs() []int {
 	cpus := make([]int, runtime.NumCPU())
@@ -346,16 +361,11 @@ func runFlood(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, genCPU
 				}
 			}()
 		}
-		restore, err := x.SetFirstPacketBudget(cfg.floodBudget(), max(cfg.floodBudget()/10, 1))
-		if err != nil {
-			fail("first-packet budget", err)
+		restore, ok := setBudget(x, cfg.floodBudget(), max(cfg.floodBudget()/10, 1), fail)
+		if !ok {
 			return
 		}
-		defer func() {
-			if err := restore(); err != nil {
-				fail("first-packet budget", err)
-			}
-		}()
+		defer restore()
 	}
 	{
 		fl, err := env.EstablishedUnderFlood(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, genCPU, salt, float64(cfg.floodMultiple()*cfg.floodBudget()))
@@ -409,16 +419,11 @@ func runNewFlows(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, gen
 	// The capacity of the first-packet path is measured without the
 	// budget that protects it in the flood run.
 	if x, ok := env.lb.(*XVS); ok {
-		restore, err := x.SetFirstPacketBudget(0, 0)
-		if err != nil {
-			fail("first-packet budget", err)
+		restore, ok := setBudget(x, 0, 0, fail)
+		if !ok {
 			return
 		}
-		defer func() {
-			if err := restore(); err != nil {
-				fail("first-packet budget", err)
-			}
-		}()
+		defer restore()
 	}
 	// The first-packet path shares the director's CPU with xvsd's punt
 	// workers: no real-time priority for the director's receive thread.

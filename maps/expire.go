@@ -43,10 +43,8 @@ type expirer struct {
 	loaded bool
 	closed bool
 	err    error // why loading failed; not retried (see ExpireConns)
-	prog   *ebpf.Program
-	batch  *ebpf.Map
-	mem    []byte              // xvs_exp_batch mapped shared
-	buf    *expire.ExpireBatch // points into mem
+	loadedProg
+	buf *expire.ExpireBatch // points into mem
 }
 
 // close releases the program and the batch map, if loaded.
@@ -55,18 +53,7 @@ func (e *expirer) close() {
 	defer e.mu.Unlock()
 	e.closed = true
 	e.buf = nil
-	if e.mem != nil {
-		_ = unix.Munmap(e.mem)
-		e.mem = nil
-	}
-	if e.prog != nil {
-		e.prog.Close()
-		e.prog = nil
-	}
-	if e.batch != nil {
-		e.batch.Close()
-		e.batch = nil
-	}
+	e.loadedProg.close()
 }
 
 // load loads xvs_expire against m's maps and maps its batch; e.mu is

@@ -54,28 +54,38 @@ type installer struct {
 	loaded bool
 	closed bool
 	err    error // why loading failed; not retried (InstallConns falls back)
-	prog   *ebpf.Program
-	batch  *ebpf.Map
-	mem    []byte
-	free   []int // slots not in use
+	loadedProg
+	free []int // slots not in use
+}
+
+// loadedProg is a syscall program and its batch map, mapped shared.
+type loadedProg struct {
+	prog  *ebpf.Program
+	batch *ebpf.Map
+	mem   []byte
+}
+
+// close unmaps the batch and closes the program and the map, if loaded.
+func (l *loadedProg) close() {
+	if l.mem != nil {
+		_ = unix.Munmap(l.mem)
+		l.mem = nil
+	}
+	if l.prog != nil {
+		l.prog.Close()
+		l.prog = nil
+	}
+	if l.batch != nil {
+		l.batch.Close()
+		l.batch = nil
+	}
 }
 
 func (in *installer) close() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.closed = true
-	if in.mem != nil {
-		_ = unix.Munmap(in.mem)
-		in.mem = nil
-	}
-	if in.prog != nil {
-		in.prog.Close()
-		in.prog = nil
-	}
-	if in.batch != nil {
-		in.batch.Close()
-		in.batch = nil
-	}
+	in.loadedProg.close()
 }
 
 // slot takes a free slot, loading the program on first use. It returns

@@ -10,7 +10,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"xvs/bpf"
-	"xvs/testutil"
 )
 
 // TestInstallConns: a batch larger than one run of xvs_install goes into
@@ -215,29 +214,13 @@ func TestInstallConnsConcurrent(t *testing.T) {
 // built with preallocated half-open tables), instead of failing over to
 // the per-conn syscalls.
 func TestSyscallProgsFollowLiveMaps(t *testing.T) {
-	testutil.NeedRoot(t)
-	spec, err := bpf.LoadXvs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ms := range spec.Maps {
-		ms.Pinning = ebpf.PinNone
-	}
-	for _, n := range []string{bpf.XvsMapXvsConns, bpf.XvsMapXvsRconns, bpf.XvsMapXvsConnsNew, bpf.XvsMapXvsRconnsNew} {
-		spec.Maps[n].MaxEntries = 1024
-	}
-	spec.Maps[bpf.XvsMapXvsConnsNew].Flags = 0
-	spec.Maps[bpf.XvsMapXvsRconnsNew].Flags = 0
-	var raw bpf.XvsMaps
-	if err := spec.LoadAndAssign(&raw, nil); err != nil {
-		t.Fatalf("load maps: %v", err)
-	}
-	t.Cleanup(func() { raw.Close() })
-	m, err := New(&raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	m, _ := newTestMapsSpec(t, func(spec *ebpf.CollectionSpec) {
+		for _, n := range []string{bpf.XvsMapXvsConns, bpf.XvsMapXvsRconns, bpf.XvsMapXvsConnsNew, bpf.XvsMapXvsRconnsNew} {
+			spec.Maps[n].MaxEntries = 1024
+		}
+		spec.Maps[bpf.XvsMapXvsConnsNew].Flags = 0
+		spec.Maps[bpf.XvsMapXvsRconnsNew].Flags = 0
+	})
 	c := tcpConn(1)
 	setDests(t, m, c)
 	errs := make([]error, 1)

@@ -26,6 +26,22 @@ func newTestMaps(t testing.TB) (*Maps, *bpf.XvsMaps) {
 // newTestMapsSized is newTestMaps with a new pair of newMax entries.
 func newTestMapsSized(t testing.TB, newMax uint32) (*Maps, *bpf.XvsMaps) {
 	t.Helper()
+	m, raw := newTestMapsSpec(t, func(spec *ebpf.CollectionSpec) {
+		spec.Maps[bpf.XvsMapXvsConns].MaxEntries = 8192
+		spec.Maps[bpf.XvsMapXvsRconns].MaxEntries = 8192
+		spec.Maps[bpf.XvsMapXvsConnsNew].MaxEntries = newMax
+		spec.Maps[bpf.XvsMapXvsRconnsNew].MaxEntries = newMax
+	})
+	// The real servers of tcpConn, udp6Conn and install_test's second
+	// dest, as the control plane sets them before it installs conns.
+	setDests(t, m, tcpConn(0), udp6Conn(), Conn{Dest: netip.MustParseAddrPort("172.16.0.3:80"), DestID: 8})
+	return m, raw
+}
+
+// newTestMapsSpec loads the xvs object's maps, unpinned, as edit leaves
+// their specs, and wraps them.
+func newTestMapsSpec(t testing.TB, edit func(*ebpf.CollectionSpec)) (*Maps, *bpf.XvsMaps) {
+	t.Helper()
 	testutil.NeedRoot(t)
 	spec, err := bpf.LoadXvs()
 	if err != nil {
@@ -34,10 +50,7 @@ func newTestMapsSized(t testing.TB, newMax uint32) (*Maps, *bpf.XvsMaps) {
 	for _, ms := range spec.Maps {
 		ms.Pinning = ebpf.PinNone
 	}
-	spec.Maps[bpf.XvsMapXvsConns].MaxEntries = 8192
-	spec.Maps[bpf.XvsMapXvsRconns].MaxEntries = 8192
-	spec.Maps[bpf.XvsMapXvsConnsNew].MaxEntries = newMax
-	spec.Maps[bpf.XvsMapXvsRconnsNew].MaxEntries = newMax
+	edit(spec)
 	var raw bpf.XvsMaps
 	if err := spec.LoadAndAssign(&raw, nil); err != nil {
 		t.Fatalf("load maps: %v", err)
@@ -48,9 +61,6 @@ func newTestMapsSized(t testing.TB, newMax uint32) (*Maps, *bpf.XvsMaps) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	// The real servers of tcpConn, udp6Conn and install_test's second
-	// dest, as the control plane sets them before it installs conns.
-	setDests(t, m, tcpConn(0), udp6Conn(), Conn{Dest: netip.MustParseAddrPort("172.16.0.3:80"), DestID: 8})
 	return m, &raw
 }
 
