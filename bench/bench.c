@@ -48,6 +48,9 @@ volatile const __u32 gen_flows;     /* established mode: flows to cycle over */
 volatile const __u32 gen_new_flows; /* 1: every frame a new flow */
 volatile const __u16 gen_sport;     /* first source port, host order */
 volatile const __u32 gen_salt;      /* new-flow mode: start of this run */
+volatile const __u32 gen_flood_every; /* established mode: every Nth frame a
+				       * new flow (a flood mixed into the
+				       * traffic); 0 = none */
 
 /* sink_xdp configuration. */
 volatile const __u16 sink_port; /* host order */
@@ -65,11 +68,12 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, __u64);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 } bench_cnt SEC(".maps");
 
 #define CNT_GEN 0
 #define CNT_SINK 1
+#define CNT_FLOOD 2 /* gen_xdp: of CNT_GEN, new-flow frames (gen_flood_every) */
 
 static __always_inline __u32 csum_add(__u32 a, __u32 b)
 {
@@ -179,21 +183,29 @@ int gen_xdp(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct iphdr *iph = (void *)(eth + 1);
 	struct udphdr *uh = (void *)(iph + 1);
-	__u32 key = CNT_GEN, flow;
-	__u64 *n;
+	__u32 key = CNT_GEN, fkey = CNT_FLOOD, flow;
+	__u64 *n, *fl, seq;
+	int flood = 0;
 
 	if ((void *)(uh + 1) > data_end)
 		return XDP_ABORTED;
 	n = bpf_map_lookup_elem(&bench_cnt, &key);
-	if (!n)
+	fl = bpf_map_lookup_elem(&bench_cnt, &fkey);
+	if (!n || !fl)
 		return XDP_ABORTED;
 #pragma unroll
 	for (int i = 0; i < GEN_HDR_WORDS; i++)
 		((__u16 *)data)[i] = gen_hdr[i];
-	if (gen_new_flows) {
+	seq = *n;
+	if (!gen_new_flows && gen_flood_every && *n % gen_flood_every == 0) {
+		flood = 1;
+		seq = *fl;
+		(*fl)++;
+	}
+	if (gen_new_flows || flood) {
 		/* 2^15 ports x 2^15 addresses in the upper half of the
 		 * template's /16; CPUs interleave. */
-		flow = gen_salt + (__u32)(*n) * 64 + bpf_get_smp_processor_id();
+		flow = gen_salt + (__u32)seq * 64 + bpf_get_smp_processor_id();
 		uh->source = bpf_htons(1024 + (flow & 0x7fff));
 		iph->saddr = (iph->saddr & bpf_htonl(0xffff0000)) |
 			     bpf_htonl(0x8000 | ((flow >> 15) & 0x7fff));

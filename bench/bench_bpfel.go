@@ -16,24 +16,25 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BenchMapBenchCnt    = "bench_cnt"
-	BenchMapRefTx       = "ref_tx"
-	BenchProgGenXdp     = "gen_xdp"
-	BenchProgRefXdp     = "ref_xdp"
-	BenchProgSinkXdp    = "sink_xdp"
-	BenchVarGenFlows    = "gen_flows"
-	BenchVarGenHdr      = "gen_hdr"
-	BenchVarGenNewFlows = "gen_new_flows"
-	BenchVarGenSalt     = "gen_salt"
-	BenchVarGenSport    = "gen_sport"
-	BenchVarRefExtDst   = "ref_ext_dst"
-	BenchVarRefExtIdx   = "ref_ext_idx"
-	BenchVarRefExtSrc   = "ref_ext_src"
-	BenchVarRefIntDst   = "ref_int_dst"
-	BenchVarRefIntSrc   = "ref_int_src"
-	BenchVarRefRs       = "ref_rs"
-	BenchVarRefVip      = "ref_vip"
-	BenchVarSinkPort    = "sink_port"
+	BenchMapBenchCnt      = "bench_cnt"
+	BenchMapRefTx         = "ref_tx"
+	BenchProgGenXdp       = "gen_xdp"
+	BenchProgRefXdp       = "ref_xdp"
+	BenchProgSinkXdp      = "sink_xdp"
+	BenchVarGenFloodEvery = "gen_flood_every"
+	BenchVarGenFlows      = "gen_flows"
+	BenchVarGenHdr        = "gen_hdr"
+	BenchVarGenNewFlows   = "gen_new_flows"
+	BenchVarGenSalt       = "gen_salt"
+	BenchVarGenSport      = "gen_sport"
+	BenchVarRefExtDst     = "ref_ext_dst"
+	BenchVarRefExtIdx     = "ref_ext_idx"
+	BenchVarRefExtSrc     = "ref_ext_src"
+	BenchVarRefIntDst     = "ref_int_dst"
+	BenchVarRefIntSrc     = "ref_int_src"
+	BenchVarRefRs         = "ref_rs"
+	BenchVarRefVip        = "ref_vip"
+	BenchVarSinkPort      = "sink_port"
 )
 
 // LoadBench returns the embedded CollectionSpec for Bench.
@@ -95,19 +96,20 @@ type BenchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BenchVariableSpecs struct {
-	GenFlows    *ebpf.VariableSpec `ebpf:"gen_flows"`
-	GenHdr      *ebpf.VariableSpec `ebpf:"gen_hdr"`
-	GenNewFlows *ebpf.VariableSpec `ebpf:"gen_new_flows"`
-	GenSalt     *ebpf.VariableSpec `ebpf:"gen_salt"`
-	GenSport    *ebpf.VariableSpec `ebpf:"gen_sport"`
-	RefExtDst   *ebpf.VariableSpec `ebpf:"ref_ext_dst"`
-	RefExtIdx   *ebpf.VariableSpec `ebpf:"ref_ext_idx"`
-	RefExtSrc   *ebpf.VariableSpec `ebpf:"ref_ext_src"`
-	RefIntDst   *ebpf.VariableSpec `ebpf:"ref_int_dst"`
-	RefIntSrc   *ebpf.VariableSpec `ebpf:"ref_int_src"`
-	RefRs       *ebpf.VariableSpec `ebpf:"ref_rs"`
-	RefVip      *ebpf.VariableSpec `ebpf:"ref_vip"`
-	SinkPort    *ebpf.VariableSpec `ebpf:"sink_port"`
+	GenFloodEvery *ebpf.VariableSpec `ebpf:"gen_flood_every"`
+	GenFlows      *ebpf.VariableSpec `ebpf:"gen_flows"`
+	GenHdr        *ebpf.VariableSpec `ebpf:"gen_hdr"`
+	GenNewFlows   *ebpf.VariableSpec `ebpf:"gen_new_flows"`
+	GenSalt       *ebpf.VariableSpec `ebpf:"gen_salt"`
+	GenSport      *ebpf.VariableSpec `ebpf:"gen_sport"`
+	RefExtDst     *ebpf.VariableSpec `ebpf:"ref_ext_dst"`
+	RefExtIdx     *ebpf.VariableSpec `ebpf:"ref_ext_idx"`
+	RefExtSrc     *ebpf.VariableSpec `ebpf:"ref_ext_src"`
+	RefIntDst     *ebpf.VariableSpec `ebpf:"ref_int_dst"`
+	RefIntSrc     *ebpf.VariableSpec `ebpf:"ref_int_src"`
+	RefRs         *ebpf.VariableSpec `ebpf:"ref_rs"`
+	RefVip        *ebpf.VariableSpec `ebpf:"ref_vip"`
+	SinkPort      *ebpf.VariableSpec `ebpf:"sink_port"`
 }
 
 // BenchObjects contains all objects after they have been loaded into the kernel.
@@ -145,19 +147,20 @@ func (m *BenchMaps) Close() error {
 //
 // It can be passed to LoadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BenchVariables struct {
-	GenFlows    *ebpf.Variable `ebpf:"gen_flows"`
-	GenHdr      *ebpf.Variable `ebpf:"gen_hdr"`
-	GenNewFlows *ebpf.Variable `ebpf:"gen_new_flows"`
-	GenSalt     *ebpf.Variable `ebpf:"gen_salt"`
-	GenSport    *ebpf.Variable `ebpf:"gen_sport"`
-	RefExtDst   *ebpf.Variable `ebpf:"ref_ext_dst"`
-	RefExtIdx   *ebpf.Variable `ebpf:"ref_ext_idx"`
-	RefExtSrc   *ebpf.Variable `ebpf:"ref_ext_src"`
-	RefIntDst   *ebpf.Variable `ebpf:"ref_int_dst"`
-	RefIntSrc   *ebpf.Variable `ebpf:"ref_int_src"`
-	RefRs       *ebpf.Variable `ebpf:"ref_rs"`
-	RefVip      *ebpf.Variable `ebpf:"ref_vip"`
-	SinkPort    *ebpf.Variable `ebpf:"sink_port"`
+	GenFloodEvery *ebpf.Variable `ebpf:"gen_flood_every"`
+	GenFlows      *ebpf.Variable `ebpf:"gen_flows"`
+	GenHdr        *ebpf.Variable `ebpf:"gen_hdr"`
+	GenNewFlows   *ebpf.Variable `ebpf:"gen_new_flows"`
+	GenSalt       *ebpf.Variable `ebpf:"gen_salt"`
+	GenSport      *ebpf.Variable `ebpf:"gen_sport"`
+	RefExtDst     *ebpf.Variable `ebpf:"ref_ext_dst"`
+	RefExtIdx     *ebpf.Variable `ebpf:"ref_ext_idx"`
+	RefExtSrc     *ebpf.Variable `ebpf:"ref_ext_src"`
+	RefIntDst     *ebpf.Variable `ebpf:"ref_int_dst"`
+	RefIntSrc     *ebpf.Variable `ebpf:"ref_int_src"`
+	RefRs         *ebpf.Variable `ebpf:"ref_rs"`
+	RefVip        *ebpf.Variable `ebpf:"ref_vip"`
+	SinkPort      *ebpf.Variable `ebpf:"sink_port"`
 }
 
 // BenchPrograms contains all programs after they have been loaded into the kernel.

@@ -143,10 +143,11 @@ func TestGenXDP(t *testing.T) {
 	dst := netip.AddrPortFrom(a.VIP, udpPort)
 	tp := &Topo{GenMAC: macGen, ExtMAC: macExt, Gen: ns, GenIdx: 1, Addrs: a}
 	tests := []struct {
-		name     string
-		cfg      GenConfig
-		wantSrc  []netip.Addr
-		wantPort []uint16
+		name      string
+		cfg       GenConfig
+		wantSrc   []netip.Addr
+		wantPort  []uint16
+		wantFlood uint64
 	}{
 		{name: "established flows cycle over source ports", cfg: GenConfig{Flows: 3, Sport: 20000},
 			wantSrc: []netip.Addr{a.Gen, a.Gen, a.Gen, a.Gen}, wantPort: []uint16{20000, 20001, 20002, 20000}},
@@ -155,6 +156,11 @@ func TestGenXDP(t *testing.T) {
 		{name: "new flows vary port and address", cfg: GenConfig{NewFlows: true, Salt: 0x7fc0},
 			wantSrc:  []netip.Addr{netip.MustParseAddr("198.18.128.0"), netip.MustParseAddr("198.18.128.1")},
 			wantPort: []uint16{1024 + 0x7fc0, 1024}},
+		// Every third frame (the 1st, the 4th) a new flow: flood flow
+		// numbers count only the flood's frames (0, then 64).
+		{name: "established flows with a flood mixed in", cfg: GenConfig{Flows: 2, Sport: 20000, FloodEvery: 3},
+			wantSrc:  []netip.Addr{netip.MustParseAddr("198.18.128.0"), a.Gen, a.Gen, netip.MustParseAddr("198.18.128.0")},
+			wantPort: []uint16{1024, 20001, 20000, 1024 + 64}, wantFlood: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,6 +192,9 @@ func TestGenXDP(t *testing.T) {
 			}
 			if n, err := g.Sent(); err != nil || n != uint64(len(tt.wantPort)) {
 				t.Fatalf("Sent() = %d, %v; want %d", n, err, len(tt.wantPort))
+			}
+			if n, err := g.FloodSent(); err != nil || n != tt.wantFlood {
+				t.Fatalf("FloodSent() = %d, %v; want %d", n, err, tt.wantFlood)
 			}
 		})
 	}

@@ -23,7 +23,11 @@ type GenConfig struct {
 	Flows    uint32 // established mode: number of flows (source ports)
 	NewFlows bool   // every frame a new flow
 	Sport    uint16 // first source port in established mode
-	Salt     uint32 // new-flow mode: where the flow numbers start
+	Salt     uint32 // new-flow mode (and the mixed-in flood): where the flow numbers start
+	// FloodEvery makes every Nth frame of established mode a new flow: a
+	// flood mixed into the established traffic, at a fixed share of it,
+	// costing the generator nothing extra. 0: none.
+	FloodEvery uint32
 }
 
 // loadBench loads the benchmark object with the given constants set.
@@ -107,7 +111,7 @@ func NewGenerator(tp *Topo, cfg GenConfig, src netip.Addr, dst netip.AddrPort) (
 			nf = 1
 		}
 		return setVars(kv{s.GenFlows, flows}, kv{s.GenNewFlows, nf}, kv{s.GenSport, cfg.Sport},
-			kv{s.GenSalt, cfg.Salt}, kv{s.SinkPort, uint16(udpPort)}, kv{s.GenHdr, hdr})
+			kv{s.GenSalt, cfg.Salt}, kv{s.GenFloodEvery, cfg.FloodEvery}, kv{s.SinkPort, uint16(udpPort)}, kv{s.GenHdr, hdr})
 	})
 	if err != nil {
 		return nil, err
@@ -165,9 +169,14 @@ func ipChecksum(h []byte) uint16 {
 // Sent is the number of frames generated so far, over all CPUs.
 func (g *Generator) Sent() (uint64, error) { return sumCPU(g.objs.BenchCnt, cntGen) }
 
+// FloodSent is how many of the frames Sent counts were new flows mixed in
+// (GenConfig.FloodEvery).
+func (g *Generator) FloodSent() (uint64, error) { return sumCPU(g.objs.BenchCnt, cntFlood) }
+
 const (
-	cntGen  uint32 = 0
-	cntSink uint32 = 1
+	cntGen   uint32 = 0
+	cntSink  uint32 = 1
+	cntFlood uint32 = 2
 )
 
 func sumCPU(m *ebpf.Map, key uint32) (uint64, error) {
@@ -244,38 +253,6 @@ func (g *Generator) Flood(ctx context.Context, cpus []int, d time.Duration) (tim
 	}
 	wg.Wait()
 	return time.Since(start), errors.Join(errs...)
-}
-
-// Paced sends pps frames a second from a thread pinned to cpu for d (or
-// until ctx ends), in one live-frame run every 10 ms, and returns the time
-// it took. The frames of a run leave back to back: a flood in bursts of
-// pps/100 frames.
-func (g *Generator) Paced(ctx context.Context, cpu int, pps float64, d time.Duration) (time.Duration, error) {
-	const tick = 10 * time.Millisecond
-	start := time.Now()
-	err := g.ns.Do(func() error {
-		restore, err := pinCPU(cpu)
-		if err != nil {
-			return err
-		}
-		defer restore()
-		sent := 0.0
-		for next := start; time.Since(start) < d && ctx.Err() == nil; next = next.Add(tick) {
-			if w := time.Until(next); w > 0 {
-				time.Sleep(w)
-			}
-			want := pps*time.Since(start).Seconds() - sent
-			if want < 1 {
-				continue
-			}
-			if err := g.run(uint32(want)); err != nil {
-				return err
-			}
-			sent += float64(uint32(want))
-		}
-		return nil
-	})
-	return time.Since(start), err
 }
 
 // pinCPU pins the calling (locked) thread to cpu and returns how to undo it.
