@@ -89,17 +89,6 @@ static __always_inline int same_conn(const struct conn *a,
 	       a->dport == b->dport;
 }
 
-/* drop_rkey: deletes server-side key rk from rconns if it still names the
- * conn rv names (a newer conn may have taken it over). */
-static __always_inline void drop_rkey(void *rconns, struct conn_key *rk,
-				      const struct rconn *rv)
-{
-	struct rconn *cur = bpf_map_lookup_elem(rconns, rk);
-
-	if (cur && rconn_eq(cur, rv))
-		bpf_map_delete_elem(rconns, rk);
-}
-
 /* keys: the server-side key and value of conn v with client-side key
  * ckey. Returns 0, or -1 if v's dest id is out of range (no server-side
  * key can be made: there is none to drop, Go never installed one). */
@@ -107,12 +96,8 @@ static __always_inline int keys(struct conn_key *rk, struct rconn *rv,
 				const struct conn_key *ckey,
 				const struct conn *v)
 {
-	__u32 id = v->dest_id;
-	struct dest *d = bpf_map_lookup_elem(&xvs_dests, &id);
-
-	if (!d)
+	if (conn_rkey_of(rk, ckey, v))
 		return -1;
-	conn_rkey(rk, ckey, v, d);
 	conn_rconn(rv, ckey, v);
 	return 0;
 }

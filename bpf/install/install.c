@@ -86,30 +86,11 @@ struct {
 /* Never used: makes the enum part of BTF so that bpf2go emits it. */
 const volatile enum inst_result xvs_enum_inst_result;
 
-/* drop_rkey: deletes server-side key rk from rconns if it still names the
- * conn rv names. */
-static __always_inline void drop_rkey(void *rconns, struct conn_key *rk,
-				      const struct rconn *rv)
+/* conn_exists: whether either pair has client-side key ckey. */
+static __always_inline int conn_exists(const struct conn_key *ckey)
 {
-	struct rconn *cur = bpf_map_lookup_elem(rconns, rk);
-
-	if (cur && rconn_eq(cur, rv))
-		bpf_map_delete_elem(rconns, rk);
-}
-
-/* winner_rkey: the server-side key of the conn cur that holds ckey; 0, or
- * -1 without its dest. */
-static __always_inline int winner_rkey(struct conn_key *rk,
-				       const struct conn_key *ckey,
-				       const struct conn *cur)
-{
-	__u32 id = cur->dest_id;
-	struct dest *d = bpf_map_lookup_elem(&xvs_dests, &id);
-
-	if (!d)
-		return -1;
-	conn_rkey(rk, ckey, cur, d);
-	return 0;
+	return bpf_map_lookup_elem(&xvs_conns, ckey) ||
+	       bpf_map_lookup_elem(&xvs_conns_new, ckey);
 }
 
 /* install_rec: installs one record; returns its enum inst_result. */
@@ -120,8 +101,7 @@ static __always_inline int install_rec(struct inst *r, __s32 *e)
 	struct conn *cur;
 	long err;
 
-	if (bpf_map_lookup_elem(&xvs_conns, &r->ckey) ||
-	    bpf_map_lookup_elem(&xvs_conns_new, &r->ckey))
+	if (conn_exists(&r->ckey))
 		return INST_EXISTS;
 	conn_rconn(&rv, &r->ckey, &r->val);
 	err = bpf_map_update_elem(&xvs_rconns_new, &r->skey, &rv, BPF_ANY);
@@ -136,7 +116,7 @@ static __always_inline int install_rec(struct inst *r, __s32 *e)
 		/* Another worker won: give the server-side key back to the
 		 * winner if it uses the same one. */
 		cur = bpf_map_lookup_elem(&xvs_conns_new, &r->ckey);
-		if (cur && !winner_rkey(&rk, &r->ckey, cur) &&
+		if (cur && !conn_rkey_of(&rk, &r->ckey, cur) &&
 		    conn_key_eq(&rk, &r->skey)) {
 			conn_rconn(&wv, &r->ckey, cur);
 			if (!rconn_eq(&wv, &rv))
@@ -178,9 +158,7 @@ static long install_one(__u32 i, void *data)
 		return 1;
 	b->err[i] = 0;
 	if (l->check)
-		b->result[i] = (bpf_map_lookup_elem(&xvs_conns, &b->recs[i].ckey) ||
-				bpf_map_lookup_elem(&xvs_conns_new, &b->recs[i].ckey)) ?
-				       INST_EXISTS : INST_OK;
+		b->result[i] = conn_exists(&b->recs[i].ckey) ? INST_EXISTS : INST_OK;
 	else
 		b->result[i] = install_rec(&b->recs[i], &b->err[i]);
 	if (b->result[i] == INST_OK)
@@ -189,8 +167,9 @@ static long install_one(__u32 i, void *data)
 }
 
 /* xvs_install: installs (or checks) recs[0..n) of xvs_inst_batch[slot];
- * returns how many it installed (found absent), or -1 for a slot out of range. bpf_loop keeps the
- * verifier's work to one pass over the loop body. */
+ * returns how many it installed (found absent), or -1 for a slot out of
+ * range. bpf_loop keeps the verifier's work to one pass over the loop
+ * body. */
 SEC("syscall")
 int xvs_install(struct inst_args *a)
 {

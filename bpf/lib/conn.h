@@ -279,6 +279,33 @@ static __always_inline void conn_rkey(struct conn_key *rk,
 	rk->family = ckey->family;
 }
 
+/* conn_rkey_of: conn_rkey with c's real server looked up by its dest id.
+ * Returns 0, or -1 if the dest id is out of range (no server-side key can
+ * be made: the daemon never installed one). */
+static __always_inline int conn_rkey_of(struct conn_key *rk,
+					const struct conn_key *ckey,
+					const struct conn *c)
+{
+	__u32 id = c->dest_id;
+	struct dest *d = bpf_map_lookup_elem(&xvs_dests, &id);
+
+	if (!d)
+		return -1;
+	conn_rkey(rk, ckey, c, d);
+	return 0;
+}
+
+/* drop_rkey: deletes server-side key rk from rconns if it still names the
+ * conn rv names (a newer conn may have taken it over). */
+static __always_inline void drop_rkey(void *rconns, struct conn_key *rk,
+				      const struct rconn *rv)
+{
+	struct rconn *cur = bpf_map_lookup_elem(rconns, rk);
+
+	if (cur && rconn_eq(cur, rv))
+		bpf_map_delete_elem(rconns, rk);
+}
+
 /* conn_ready: whether a conn of the new pair is established: a TCP conn
  * in ESTABLISHED, a UDP conn the real server answered (this packet). */
 static __always_inline int conn_ready(struct pkt *p, struct hit *h)
