@@ -510,9 +510,8 @@ func TestTapIO(t *testing.T) {
 	res := make(chan result, d.Tap.Queues())
 	for q := range d.Tap.Queues() {
 		go func() {
-			buf := make([]byte, 2048)
-			n, err := d.Tap.Read(q, buf)
-			res <- result{buf[:n], err}
+			n, err := readOne(d.Tap, q, 2048)
+			res <- result{n, err}
 		}()
 	}
 	first := <-res
@@ -545,12 +544,23 @@ func TestTapIO(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("blocked read did not return after Close")
 	}
-	if _, err := d.Tap.Read(0, make([]byte, 10)); !errors.Is(err, os.ErrClosed) {
+	if _, err := readOne(d.Tap, 0, 10); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("read after Close: %v", err)
 	}
-	if _, err := d.Tap.Read(5, nil); err == nil {
+	if _, err := readOne(d.Tap, 5, 10); err == nil {
 		t.Error("read from queue 5 succeeded")
 	}
+}
+
+// readOne reads one frame of at most size bytes from queue q.
+func readOne(tap *Tap, q, size int) ([]byte, error) {
+	buf := make([]byte, size)
+	var n [1]int
+	k, err := tap.ReadBatch(q, [][]byte{buf}, n[:])
+	if k == 0 {
+		return nil, err
+	}
+	return buf[:n[0]], err
 }
 
 // TestOwnBPFFS: a Dir outside any bpffs gets a bpffs mounted on itself,

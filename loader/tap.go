@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -22,6 +23,7 @@ type Tap struct {
 	ifindex int
 	mac     net.HardwareAddr
 	queues  []*os.File
+	closed  atomic.Bool // Close was called: reads fail with os.ErrClosed
 }
 
 const tapFlags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_MULTI_QUEUE
@@ -153,22 +155,12 @@ func (t *Tap) queue(q int) (*os.File, error) {
 	return t.queues[q], nil
 }
 
-// Read reads one frame from queue q into buf, blocking in the Go netpoller
-// (not in a thread). It returns an error wrapping os.ErrClosed once the
-// tap is closed, and os.ErrDeadlineExceeded after SetReadDeadline.
-func (t *Tap) Read(q int, buf []byte) (int, error) {
-	f, err := t.queue(q)
-	if err != nil {
-		return 0, err
-	}
-	return f.Read(buf)
-}
-
 // ReadBatch reads up to len(bufs) frames from queue q: it blocks in the
 // Go netpoller until one is there, then takes what else the queue holds
 // without waiting, so that a worker under load handles frames in batches.
-// Frame i is bufs[i][:lens[i]]. Errors are as Read's; frames read before
-// an error are returned with it.
+// Frame i is bufs[i][:lens[i]]. It returns an error wrapping os.ErrClosed
+// once the tap is closed, and os.ErrDeadlineExceeded after
+// SetReadDeadline; frames read before an error are returned with it.
 func (t *Tap) ReadBatch(q int, bufs [][]byte, lens []int) (int, error) {
 	f, err := t.queue(q)
 	if err != nil {
@@ -176,6 +168,9 @@ func (t *Tap) ReadBatch(q int, bufs [][]byte, lens []int) (int, error) {
 	}
 	rc, err := f.SyscallConn()
 	if err != nil {
+		if t.closed.Load() {
+			err = os.ErrClosed
+		}
 		return 0, fmt.Errorf("tap %s: %w", t.name, err)
 	}
 	n := 0
@@ -202,7 +197,12 @@ func (t *Tap) ReadBatch(q int, bufs [][]byte, lens []int) (int, error) {
 		}
 		return true
 	})
-	if err == nil && rerr != nil {
+	switch {
+	case err != nil && t.closed.Load():
+		// The raw conn reports the closing file in the poller's own
+		// words; say it as os.File does.
+		err = fmt.Errorf("tap %s: read: %w", t.name, os.ErrClosed)
+	case err == nil && rerr != nil:
 		err = fmt.Errorf("tap %s: read: %w", t.name, rerr)
 	}
 	return n, err
@@ -255,6 +255,7 @@ func (t *Tap) SetReadDeadline(d time.Time) error {
 // Close closes the queues, which wakes blocked readers. The device stays
 // (it is persistent); Down deletes it.
 func (t *Tap) Close() error {
+	t.closed.Store(true)
 	var errs []error
 	for _, f := range t.queues {
 		if err := f.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
