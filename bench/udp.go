@@ -271,22 +271,20 @@ func diffEvents(before, after map[string]float64) map[string]float64 {
 }
 
 // FirstPacketBudget is the global first-packet budget (per second) xvsd
-// gets for the flood run: about a tenth of the first packets its punt
-// workers could take on this 2-CPU machine, so that what it admits costs
-// the CPUs that forward established flows little. The flood is sent at
-// 10x it. The capacity runs of the first-packet path lift the budget
-// (runNewFlows).
+// gets for the flood run: a small share of the first packets its punt
+// workers could take on this 2-CPU machine. The flood that reaches the
+// director (floodEvery) is about ten times it. The capacity runs of the
+// first-packet path lift the budget (runNewFlows).
 const FirstPacketBudget = 2000
 
 // FloodResult is one repetition of established flows under a flood of
 // first packets.
 type FloodResult struct {
 	EstablishedResult
-	Base          EstablishedResult // the same traffic without the flood, just before
-	FloodSent     uint64            // first packets the paced sender wrote
-	FloodFwd      uint64            // of those, forwarded (one per conn created)
-	FloodDuration time.Duration
-	Events        map[string]float64 // the balancer's datapath events during the run, when it has them
+	Base      EstablishedResult  // the same traffic without the flood, just before
+	FloodSent uint64             // new-flow frames the generator mixed in
+	FloodFwd  uint64             // of those, forwarded (one per conn created)
+	Events    map[string]float64 // the balancer's datapath events during the run, when it has them
 }
 
 // Kept is the established rate under the flood over the rate just before
@@ -299,16 +297,7 @@ func (r FloodResult) Kept() float64 {
 }
 
 // FloodPPS is the rate of the flood.
-func (r FloodResult) FloodPPS() float64 { return rate(r.FloodSent, r.FloodDuration) }
-
-// DeliveryRatio is the share of the established generator's packets that
-// reached the real servers.
-func (r FloodResult) DeliveryRatio() float64 {
-	if r.Sent == 0 {
-		return 0
-	}
-	return float64(r.Received) / float64(r.Sent)
-}
+func (r FloodResult) FloodPPS() float64 { return rate(r.FloodSent, r.Duration) }
 
 // EstablishedUnderFlood measures established flows as Established does
 // while a paced sender floods new flows at floodPPS from the same CPU
@@ -362,7 +351,7 @@ func (e *udpEnv) EstablishedUnderFlood(ctx context.Context, flows int, d time.Du
 		if err != nil {
 			return out, err
 		}
-		res := FloodResult{EstablishedResult: r, Base: base, FloodSent: f1 - f0, FloodDuration: r.Duration, Events: diffEvents(ev0, e.events())}
+		res := FloodResult{EstablishedResult: r, Base: base, FloodSent: f1 - f0, Events: diffEvents(ev0, e.events())}
 		res.Flows = flows
 		res.Sent -= min(res.Sent, res.FloodSent)
 		if sch1, _ := e.lb.Scheduled(); hasSched {

@@ -33,7 +33,6 @@ const (
 	outcomeGone    = uint8(expire.ExpireOutcomeOUTCOME_GONE)
 	outcomeRemoved = uint8(expire.ExpireOutcomeOUTCOME_REMOVED)
 	outcomeFresh   = uint8(expire.ExpireOutcomeOUTCOME_FRESH)
-	outcomeMoved   = uint8(expire.ExpireOutcomeOUTCOME_MOVED)
 )
 
 // expirer is the loaded xvs_expire and its batch map. The batch map is a
