@@ -206,18 +206,7 @@ func (t *Table) firstPackets(b *puntBatch, n int, st *PuntStats) {
 	errs := b.errs[:len(conns)]
 	t.dp.InstallConns(conns, errs)
 	for j, err := range errs {
-		i := owner[j]
-		switch {
-		case err == nil:
-			st.Scheduled.Add(1)
-			b.verdicts[i] = verdictForward
-		case errors.Is(err, maps.ErrConnExists):
-			// Another worker won the race for this flow: its conn stands.
-			st.Existing.Add(1)
-			b.verdicts[i] = verdictForward
-		default:
-			st.Errors.Add(1)
-		}
+		b.verdicts[owner[j]] = installed(err, st)
 	}
 	// Later frames of a flow in the batch follow its first frame.
 	for i := range n {
@@ -252,10 +241,17 @@ func (t *Table) existing(f loader.Frame, st *PuntStats) verdict {
 	if v != verdictForward {
 		return v
 	}
-	switch err := t.dp.InstallConn(nc); {
+	return installed(t.dp.InstallConn(nc), st)
+}
+
+// installed counts the outcome of a new conn's install and says what to
+// do with its frame.
+func installed(err error, st *PuntStats) verdict {
+	switch {
 	case err == nil:
 		st.Scheduled.Add(1)
 	case errors.Is(err, maps.ErrConnExists):
+		// Another worker won the race for this flow: its conn stands.
 		st.Existing.Add(1)
 	default:
 		st.Errors.Add(1)
