@@ -7,10 +7,11 @@
  *
  * Connections live in two pairs of tables: established ones in the LRU
  * pair xvs_conns/xvs_rconns, half-open and never-answered ones in the
- * plain hash pair xvs_conns_new/xvs_rconns_new, which only the daemon
- * fills and nothing evicts. A flood of first packets can fill only the new
- * pair, so it never evicts an established conn; lib/conn.h moves a conn
- * from the new pair to the main one when it is established.
+ * plain hash pair xvs_conns_new/xvs_rconns_new, which the daemon and the
+ * datapath's own scheduling (lib/sched.h) fill and nothing evicts. A
+ * flood of first packets can fill only the new pair, so it never evicts
+ * an established conn; lib/conn.h moves a conn from the new pair to the
+ * main one when it is established.
  */
 #ifndef XVS_MAPS_H
 #define XVS_MAPS_H
@@ -48,14 +49,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_rconns SEC(".maps");
 
-/* Half-open connections by client-side tuple: conns installed by the
- * daemon and not yet established. A plain hash: full means the daemon's
- * install fails (or makes room), never that a conn silently disappears.
+/* Half-open connections by client-side tuple: conns installed and not
+ * yet established. A plain hash: full means an install fails (the
+ * daemon's makes room), never that a conn silently disappears.
  * Not preallocated: the pair is empty in steady state (conns move to the
  * main pair within a round trip), so it costs memory only while a burst
  * of new conns or a flood fills it, not a quarter of the main pair's
- * 128 + 112 bytes per conn all the time. Only the daemon inserts (process
- * context); the datapath only reads and deletes. */
+ * 128 + 112 bytes per conn all the time. The daemon inserts, and so does
+ * the datapath for the services it schedules itself (lib/sched.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct conn_key);
@@ -195,5 +196,27 @@ struct {
 	__type(value, struct conn_key);
 	__uint(max_entries, 1);
 } xvs_rckey SEC(".maps");
+
+/* Datapath scheduling rings by service id (struct ring in xvs.h): only
+ * services the datapath schedules have one. A hash, so that a service
+ * without a ring costs nothing and the daemon replaces a ring whole (a
+ * reader sees the old one or the new one, never a mix). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct ring);
+	__uint(max_entries, XVS_MAX_SVCS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_rings SEC(".maps");
+
+/* Event counters (enum event), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, EVENT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_events SEC(".maps");
 
 #endif /* XVS_MAPS_H */

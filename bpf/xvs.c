@@ -7,8 +7,11 @@
  *
  *   parse -> ICMP error:     icmp (translate for its conn, lib/icmp.h)
  *         -> later fragment: frag (follow its first fragment, lib/frag.h)
- *         -> conn_find -> miss: punt (first packet to a VIP, within the
- *                               budget) | pass | drop
+ *         -> conn_find -> miss: first packet to a VIP, within the
+ *                               budget: scheduled here from its
+ *                               service's ring (lib/sched.h), on to
+ *                               conn_admit as a hit | punt
+ *                      | pass | drop
  *                      -> hit:  SYN reusing a closed conn: punt
  *                               conn_admit -> conn_account
  *                               -> TTL <= 1: answer time exceeded
@@ -29,6 +32,7 @@
 #include "lib/nat.h"
 #include "lib/fib.h"
 #include "lib/budget.h"
+#include "lib/sched.h"
 #include "lib/punt.h"
 #include "lib/reply.h"
 #include "lib/icmp.h"
@@ -40,6 +44,8 @@ const volatile enum tcp_state xvs_enum_state;
 const volatile enum family xvs_enum_family;
 const volatile enum conn_flags xvs_enum_cflags;
 const volatile enum dest_flags xvs_enum_dflags;
+const volatile enum event xvs_enum_event;
+const volatile enum inst_result xvs_enum_inst_result;
 
 /* hit_xdp: a hit from conn_admit on; ifindex is the ingress device. */
 static __always_inline int hit_xdp(struct xdp_md *ctx, __u32 ifindex,
@@ -85,7 +91,7 @@ int xvs_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 ifindex = ctx->ingress_ifindex;
-	__u32 tap = 0, svc_id = 0;
+	__u32 tap = 0;
 	struct pkt p = {};
 	struct hit h = {};
 	int r;
@@ -101,10 +107,14 @@ int xvs_xdp(struct xdp_md *ctx)
 	if (!conn_find(&p, &h)) {
 		if (p.frag)
 			return xdp_verdict(REASON_PASS_FRAGMENT);
-		return punt_xdp(ifindex, &p);
+		r = punt_decide(&p, ifindex, &tap, &h);
+	} else {
+		r = punt_reuse(&p, &h, ifindex, &tap);
 	}
-	if (punt_reuse(&p, &h, ifindex, &tap, &svc_id))
-		return punt_send_xdp(tap, svc_id);
+	if (r == REASON_PUNT)
+		return punt_xdp(tap);
+	if (r != XVS_NEW && r != XVS_CONTINUE)
+		return xdp_verdict(r);
 	return hit_xdp(ctx, ifindex, &p, &h);
 }
 
@@ -169,7 +179,7 @@ SEC("tc")
 int xvs_tc(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ingress_ifindex;
-	__u32 tap = 0, svc_id = 0;
+	__u32 tap = 0;
 	struct pkt p = {};
 	struct hit h = {};
 	int r;
@@ -185,10 +195,14 @@ int xvs_tc(struct __sk_buff *skb)
 	if (!conn_find(&p, &h)) {
 		if (p.frag)
 			return tc_verdict(REASON_PASS_FRAGMENT);
-		return punt_tc(ifindex, &p);
+		r = punt_decide(&p, ifindex, &tap, &h);
+	} else {
+		r = punt_reuse(&p, &h, ifindex, &tap);
 	}
-	if (punt_reuse(&p, &h, ifindex, &tap, &svc_id))
-		return punt_send_tc(tap, svc_id);
+	if (r == REASON_PUNT)
+		return punt_tc(tap);
+	if (r != XVS_NEW && r != XVS_CONTINUE)
+		return tc_verdict(r);
 	return hit_tc(skb, ifindex, &p, &h);
 }
 

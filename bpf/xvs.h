@@ -145,6 +145,46 @@ struct dest {
 	__u8 addr[16];  /* real server, network order: the conns' DNAT target */
 };
 
+/*
+ * Datapath scheduling: xvs_rings, by service id. For a service whose
+ * scheduler's picks depend on nothing but its own state (rr and wrr
+ * without persistence or thresholds), the daemon writes one full cycle of
+ * its picks here (sched.Pool.Cycle); the datapath takes the next one with
+ * an atomic add and installs the conn itself (lib/sched.h) instead of
+ * sending the first packet to the daemon. A service without a ring, or
+ * whose ring pick is not usable, is punted as before.
+ */
+#define XVS_RING_MAX 1024 /* a power of two (lib/sched.h masks with it) */
+
+struct ring_ent {
+	__u32 dest_id; /* index into xvs_dests */
+	__be16 port;   /* the real server's port, network order */
+	__u16 pad;
+};
+
+struct ring {
+	__u32 next; /* picks taken, datapath state: the next is ents[next % len] */
+	__u32 len;  /* 1 .. XVS_RING_MAX */
+	struct ring_ent ents[XVS_RING_MAX];
+};
+
+/* What happened to one install (xvs_install's records and the datapath's
+ * own installs, lib/conn.h conn_install). */
+enum inst_result {
+	INST_OK = 0,     /* installed in the new pair */
+	INST_EXISTS = 1, /* the client-side key is in a pair already */
+	INST_FULL = 2,   /* the new pair is full */
+	INST_ERROR = 3,  /* another error */
+};
+
+/* Datapath events that are not a packet's verdict (xvs_events, per CPU). */
+enum event {
+	EVENT_SCHED_NEW = 0, /* conn scheduled and installed by the datapath */
+	EVENT_SCHED_FULL,    /* ring pick found the new pair full: punted */
+	EVENT_SCHED_UNUSABLE, /* ring pick named an unusable dest: punted */
+	EVENT_MAX,
+};
+
 /* Datapath configuration: xvs_cfg[0], written by the daemon. */
 struct cfg {
 	__u32 punt_ifindex; /* the punt tap; 0 = no punt device */

@@ -73,6 +73,15 @@ const (
 	XvsDestFlagsDEST_F_AVAILABLE XvsDestFlags = 1
 )
 
+type XvsEvent uint32
+
+const (
+	XvsEventEVENT_SCHED_NEW      XvsEvent = 0
+	XvsEventEVENT_SCHED_FULL     XvsEvent = 1
+	XvsEventEVENT_SCHED_UNUSABLE XvsEvent = 2
+	XvsEventEVENT_MAX            XvsEvent = 3
+)
+
 type XvsFamily uint32
 
 const (
@@ -95,6 +104,15 @@ type XvsFragKey struct {
 	Family uint8
 	Pad    [2]uint8
 }
+
+type XvsInstResult uint32
+
+const (
+	XvsInstResultINST_OK     XvsInstResult = 0
+	XvsInstResultINST_EXISTS XvsInstResult = 1
+	XvsInstResultINST_FULL   XvsInstResult = 2
+	XvsInstResultINST_ERROR  XvsInstResult = 3
+)
 
 type XvsRconn struct {
 	_     structs.HostLayout
@@ -134,6 +152,20 @@ const (
 	XvsReasonREASON_DROP_PUNT_BUDGET XvsReason = 25
 	XvsReasonREASON_MAX              XvsReason = 26
 )
+
+type XvsRing struct {
+	_    structs.HostLayout
+	Next uint32
+	Len  uint32
+	Ents [1024]XvsRingEnt
+}
+
+type XvsRingEnt struct {
+	_      structs.HostLayout
+	DestId uint32
+	Port   uint16
+	Pad    uint16
+}
 
 type XvsStats struct {
 	_        structs.HostLayout
@@ -179,30 +211,34 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XvsMapXvsBudget     = "xvs_budget"
-	XvsMapXvsCfg        = "xvs_cfg"
-	XvsMapXvsCkey       = "xvs_ckey"
-	XvsMapXvsConns      = "xvs_conns"
-	XvsMapXvsConnsNew   = "xvs_conns_new"
-	XvsMapXvsDestStats  = "xvs_dest_stats"
-	XvsMapXvsDests      = "xvs_dests"
-	XvsMapXvsFrags      = "xvs_frags"
-	XvsMapXvsRckey      = "xvs_rckey"
-	XvsMapXvsRconns     = "xvs_rconns"
-	XvsMapXvsRconnsNew  = "xvs_rconns_new"
-	XvsMapXvsReasons    = "xvs_reasons"
-	XvsMapXvsScratch    = "xvs_scratch"
-	XvsMapXvsSvcStats   = "xvs_svc_stats"
-	XvsMapXvsSvcs       = "xvs_svcs"
-	XvsMapXvsTx         = "xvs_tx"
-	XvsMapXvsVips       = "xvs_vips"
-	XvsProgXvsTc        = "xvs_tc"
-	XvsProgXvsXdp       = "xvs_xdp"
-	XvsVarXvsEnumCflags = "xvs_enum_cflags"
-	XvsVarXvsEnumDflags = "xvs_enum_dflags"
-	XvsVarXvsEnumFamily = "xvs_enum_family"
-	XvsVarXvsEnumReason = "xvs_enum_reason"
-	XvsVarXvsEnumState  = "xvs_enum_state"
+	XvsMapXvsBudget         = "xvs_budget"
+	XvsMapXvsCfg            = "xvs_cfg"
+	XvsMapXvsCkey           = "xvs_ckey"
+	XvsMapXvsConns          = "xvs_conns"
+	XvsMapXvsConnsNew       = "xvs_conns_new"
+	XvsMapXvsDestStats      = "xvs_dest_stats"
+	XvsMapXvsDests          = "xvs_dests"
+	XvsMapXvsEvents         = "xvs_events"
+	XvsMapXvsFrags          = "xvs_frags"
+	XvsMapXvsRckey          = "xvs_rckey"
+	XvsMapXvsRconns         = "xvs_rconns"
+	XvsMapXvsRconnsNew      = "xvs_rconns_new"
+	XvsMapXvsReasons        = "xvs_reasons"
+	XvsMapXvsRings          = "xvs_rings"
+	XvsMapXvsScratch        = "xvs_scratch"
+	XvsMapXvsSvcStats       = "xvs_svc_stats"
+	XvsMapXvsSvcs           = "xvs_svcs"
+	XvsMapXvsTx             = "xvs_tx"
+	XvsMapXvsVips           = "xvs_vips"
+	XvsProgXvsTc            = "xvs_tc"
+	XvsProgXvsXdp           = "xvs_xdp"
+	XvsVarXvsEnumCflags     = "xvs_enum_cflags"
+	XvsVarXvsEnumDflags     = "xvs_enum_dflags"
+	XvsVarXvsEnumEvent      = "xvs_enum_event"
+	XvsVarXvsEnumFamily     = "xvs_enum_family"
+	XvsVarXvsEnumInstResult = "xvs_enum_inst_result"
+	XvsVarXvsEnumReason     = "xvs_enum_reason"
+	XvsVarXvsEnumState      = "xvs_enum_state"
 )
 
 // LoadXvs returns the embedded CollectionSpec for Xvs.
@@ -262,11 +298,13 @@ type XvsMapSpecs struct {
 	XvsConnsNew  *ebpf.MapSpec `ebpf:"xvs_conns_new"`
 	XvsDestStats *ebpf.MapSpec `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
+	XvsEvents    *ebpf.MapSpec `ebpf:"xvs_events"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
 	XvsRckey     *ebpf.MapSpec `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
+	XvsRings     *ebpf.MapSpec `ebpf:"xvs_rings"`
 	XvsScratch   *ebpf.MapSpec `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.MapSpec `ebpf:"xvs_svcs"`
@@ -278,11 +316,13 @@ type XvsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XvsVariableSpecs struct {
-	XvsEnumCflags *ebpf.VariableSpec `ebpf:"xvs_enum_cflags"`
-	XvsEnumDflags *ebpf.VariableSpec `ebpf:"xvs_enum_dflags"`
-	XvsEnumFamily *ebpf.VariableSpec `ebpf:"xvs_enum_family"`
-	XvsEnumReason *ebpf.VariableSpec `ebpf:"xvs_enum_reason"`
-	XvsEnumState  *ebpf.VariableSpec `ebpf:"xvs_enum_state"`
+	XvsEnumCflags     *ebpf.VariableSpec `ebpf:"xvs_enum_cflags"`
+	XvsEnumDflags     *ebpf.VariableSpec `ebpf:"xvs_enum_dflags"`
+	XvsEnumEvent      *ebpf.VariableSpec `ebpf:"xvs_enum_event"`
+	XvsEnumFamily     *ebpf.VariableSpec `ebpf:"xvs_enum_family"`
+	XvsEnumInstResult *ebpf.VariableSpec `ebpf:"xvs_enum_inst_result"`
+	XvsEnumReason     *ebpf.VariableSpec `ebpf:"xvs_enum_reason"`
+	XvsEnumState      *ebpf.VariableSpec `ebpf:"xvs_enum_state"`
 }
 
 // XvsObjects contains all objects after they have been loaded into the kernel.
@@ -312,11 +352,13 @@ type XvsMaps struct {
 	XvsConnsNew  *ebpf.Map `ebpf:"xvs_conns_new"`
 	XvsDestStats *ebpf.Map `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
+	XvsEvents    *ebpf.Map `ebpf:"xvs_events"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
 	XvsRckey     *ebpf.Map `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
+	XvsRings     *ebpf.Map `ebpf:"xvs_rings"`
 	XvsScratch   *ebpf.Map `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.Map `ebpf:"xvs_svcs"`
@@ -333,11 +375,13 @@ func (m *XvsMaps) Close() error {
 		m.XvsConnsNew,
 		m.XvsDestStats,
 		m.XvsDests,
+		m.XvsEvents,
 		m.XvsFrags,
 		m.XvsRckey,
 		m.XvsRconns,
 		m.XvsRconnsNew,
 		m.XvsReasons,
+		m.XvsRings,
 		m.XvsScratch,
 		m.XvsSvcStats,
 		m.XvsSvcs,
@@ -350,11 +394,13 @@ func (m *XvsMaps) Close() error {
 //
 // It can be passed to LoadXvsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XvsVariables struct {
-	XvsEnumCflags *ebpf.Variable `ebpf:"xvs_enum_cflags"`
-	XvsEnumDflags *ebpf.Variable `ebpf:"xvs_enum_dflags"`
-	XvsEnumFamily *ebpf.Variable `ebpf:"xvs_enum_family"`
-	XvsEnumReason *ebpf.Variable `ebpf:"xvs_enum_reason"`
-	XvsEnumState  *ebpf.Variable `ebpf:"xvs_enum_state"`
+	XvsEnumCflags     *ebpf.Variable `ebpf:"xvs_enum_cflags"`
+	XvsEnumDflags     *ebpf.Variable `ebpf:"xvs_enum_dflags"`
+	XvsEnumEvent      *ebpf.Variable `ebpf:"xvs_enum_event"`
+	XvsEnumFamily     *ebpf.Variable `ebpf:"xvs_enum_family"`
+	XvsEnumInstResult *ebpf.Variable `ebpf:"xvs_enum_inst_result"`
+	XvsEnumReason     *ebpf.Variable `ebpf:"xvs_enum_reason"`
+	XvsEnumState      *ebpf.Variable `ebpf:"xvs_enum_state"`
 }
 
 // XvsPrograms contains all programs after they have been loaded into the kernel.

@@ -221,8 +221,9 @@ func (t *Table) firstPackets(b *puntBatch, n int, st *PuntStats) {
 
 // existing handles a frame whose flow has a conn: written back, unless it
 // is a SYN on the port of a closed conn, which IPVS (conn_reuse_mode 1)
-// schedules afresh after expiring the old conn. If a packet refreshed the
-// old conn meanwhile it stays.
+// schedules afresh after expiring the old conn (here, or in the datapath
+// for a service with a ring). If a packet refreshed the old conn
+// meanwhile it stays.
 func (t *Table) existing(f loader.Frame, st *PuntStats) verdict {
 	c, err := t.dp.LookupConn(f.Proto, f.Src, f.Dst)
 	if err == nil && !reusable(f, c) {
@@ -235,6 +236,11 @@ func (t *Table) existing(f loader.Frame, st *PuntStats) verdict {
 			return verdictForward
 		}
 		st.Reused.Add(1)
+		if t.hasRing(f.Proto, f.Dst) {
+			// The frame written back misses, and the datapath
+			// schedules it from the ring: one sequence.
+			return verdictForward
+		}
 	}
 	// Gone since the check (expired), or expired for reuse: a new conn.
 	nc, v := t.schedule(f, st)
@@ -303,6 +309,14 @@ func (t *Table) schedule(f loader.Frame, st *PuntStats) (maps.Conn, verdict) {
 		DestID:   destID,
 		LastSeen: t.mono(),
 	}, verdictForward
+}
+
+// hasRing says whether the datapath schedules a service's first packets.
+func (t *Table) hasRing(proto uint8, vip netip.AddrPort) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s := t.svcs[svcKey{proto: proto, addr: vip}]
+	return s != nil && s.ring
 }
 
 // destID returns the datapath id of a service's real server.

@@ -219,7 +219,7 @@ func TestNoDestAnswersICMPWithinTheLimit(t *testing.T) {
 
 func TestSYNOnClosedConnIsRescheduled(t *testing.T) {
 	dp := ctltest.New()
-	tb := NewTable(dp, TableOptions{})
+	tb := NewTable(dp, TableOptions{NoRings: true})
 	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m", "-a -t 10.0.0.1:80 -r 172.16.0.3:80 -m"), nil))
 	client := netip.MustParseAddrPort("192.0.2.1:1000")
 	vip := netip.MustParseAddrPort("10.0.0.1:80")
@@ -249,6 +249,32 @@ func TestSYNOnClosedConnIsRescheduled(t *testing.T) {
 	}
 	if st.Reused.Load() != 2 {
 		t.Errorf("reused %d, want 2", st.Reused.Load())
+	}
+}
+
+// With a ring, the daemon expires the closed conn and writes the SYN back
+// without scheduling: the datapath takes the ring's next pick for it, so
+// that its sequence is the only one.
+func TestSYNOnClosedConnOfRingServiceIsLeftToTheRing(t *testing.T) {
+	dp := ctltest.New()
+	tb := NewTable(dp, TableOptions{})
+	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m", "-a -t 10.0.0.1:80 -r 172.16.0.3:80 -m"), nil))
+	client := netip.MustParseAddrPort("192.0.2.1:1000")
+	vip := netip.MustParseAddrPort("10.0.0.1:80")
+	var st PuntStats
+	// The first SYN reached the daemon (say the new pair was full).
+	if v := tb.firstPacket(syn(client, vip), &st); v != verdictForward {
+		t.Fatalf("verdict %d", v)
+	}
+	dp.SetState(6, client, vip, 5)
+	if v := tb.firstPacket(syn(client, vip), &st); v != verdictForward {
+		t.Fatalf("verdict %d for the reusing SYN", v)
+	}
+	if _, err := dp.LookupConn(6, client, vip); err == nil {
+		t.Errorf("the daemon installed a conn for the reusing SYN; want it left to the ring")
+	}
+	if st.Reused.Load() != 1 || st.Scheduled.Load() != 1 {
+		t.Errorf("reused %d, scheduled %d; want 1 and 1", st.Reused.Load(), st.Scheduled.Load())
 	}
 }
 

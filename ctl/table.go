@@ -30,6 +30,9 @@ type datapath interface {
 	ServiceStats(id uint32) (maps.Stats, error)
 	DestStats(id uint32) (maps.Stats, error)
 	SetBudget(id uint32, global bool, rate, burst uint64) error
+	PutRing(id uint32, ents []maps.RingEnt) error
+	DeleteRing(id uint32) error
+	RingTaken(id uint32) (taken uint32, ok bool, err error)
 }
 
 // Sizes of xvs_svcs and xvs_dests (XVS_MAX_SVCS, XVS_MAX_DESTS in
@@ -52,6 +55,7 @@ type service struct {
 	byAddr map[netip.AddrPort]*dest
 	zero   maps.Stats
 	est    estimator
+	ring   bool // the datapath schedules its first packets (syncRing)
 }
 
 func (s *service) add(d *dest) {
@@ -109,6 +113,7 @@ type Table struct {
 	mono     func() time.Duration
 	onChange func(*Snapshot)
 	budget   Budget
+	noRings  bool
 }
 
 // TableOptions configures a Table. Zero values are the defaults.
@@ -119,6 +124,9 @@ type TableOptions struct {
 	// Budget bounds each service's first packets (SYN floods): the
 	// datapath drops what exceeds it before it reaches the daemon.
 	Budget Budget
+	// NoRings keeps every first packet on the punt path: the datapath
+	// schedules none itself (see syncRing).
+	NoRings bool
 }
 
 // Budget is a first-packet token bucket: Rate per second, bursts of Burst
@@ -141,6 +149,7 @@ func NewTable(dp datapath, opt TableOptions) *Table {
 		mono:     opt.Mono,
 		onChange: opt.OnChange,
 		budget:   opt.Budget,
+		noRings:  opt.NoRings,
 	}
 	if t.wall == nil {
 		t.wall = time.Now
@@ -181,6 +190,7 @@ func (t *Table) Apply(cmds []ipvsadm.Command, lines []int) error {
 			return &LineError{Line: line(i), Err: err}
 		}
 	}
+	touched := t.catchUp(cmds)
 	for i := range cmds {
 		if err := t.apply(&cmds[i]); err != nil {
 			// Validation passed, so this is the system failing (a map
@@ -188,10 +198,99 @@ func (t *Table) Apply(cmds []ipvsadm.Command, lines []int) error {
 			return fmt.Errorf("apply command %d after validation: %w", line(i), err)
 		}
 	}
+	for k := range touched {
+		if svc := t.svcs[k]; svc != nil {
+			if err := t.syncRing(svc); err != nil {
+				return fmt.Errorf("apply after validation: %w", err)
+			}
+		}
+	}
 	if t.onChange != nil {
 		t.onChange(t.snapshotLocked())
 	}
 	return nil
+}
+
+// Rings (bpf/lib/sched.h): a service whose pool's picks are a fixed
+// cycle (sched.Pool.Cycle: rr and wrr without persistence or thresholds)
+// has that cycle in the datapath, which schedules the service's first
+// packets itself, without the punt device's round trip. The pool stays
+// the source of the sequence: before commands change such a service, its
+// pool catches up with the picks the datapath took (catchUp), so that the
+// change meets the scheduler where IPVS's would be; after them the ring
+// is written anew from the pool (syncRing). A first packet the datapath
+// hands to the daemon after all (the new pair full, a ring being
+// replaced) is scheduled by the pool, which then runs one pick ahead of
+// the ring until the ring is next written.
+
+// catchUp advances the pools of the services cmds name, or of all for a
+// flush, by the picks their rings gave out, and returns the services
+// touched.
+func (t *Table) catchUp(cmds []ipvsadm.Command) map[svcKey]bool {
+	touched := make(map[svcKey]bool)
+	for i := range cmds {
+		switch {
+		case cmds[i].Kind == ipvsadm.CmdFlush:
+			for k := range t.svcs {
+				touched[k] = true
+			}
+		case cmds[i].Service != nil:
+			touched[keyOf(cmds[i].Service)] = true
+		}
+	}
+	for k := range touched {
+		svc := t.svcs[k]
+		if svc == nil || !svc.ring {
+			continue
+		}
+		// A failed read leaves the pool where it was: the sequence
+		// restarts from the ring's start, nothing worse.
+		if n, ok, err := t.dp.RingTaken(svc.id); err == nil && ok {
+			svc.pool.Advance(int(n))
+		}
+	}
+	return touched
+}
+
+// syncRing writes svc's ring from its pool, or removes it when the pool's
+// picks are not a fixed cycle (or rings are off).
+func (t *Table) syncRing(svc *service) error {
+	if ents, ok := t.ringOf(svc); ok {
+		if err := t.dp.PutRing(svc.id, ents); err != nil {
+			return fmt.Errorf("service %v: %w", svc.cfg.Addr, err)
+		}
+		svc.ring = true
+		return nil
+	}
+	svc.ring = false
+	if err := t.dp.DeleteRing(svc.id); err != nil {
+		return fmt.Errorf("service %v: %w", svc.cfg.Addr, err)
+	}
+	return nil
+}
+
+// ringOf is svc's pool's cycle as datapath picks.
+func (t *Table) ringOf(svc *service) ([]maps.RingEnt, bool) {
+	if t.noRings {
+		return nil, false
+	}
+	cycle, ok := svc.pool.Cycle(maps.RingMax)
+	if !ok {
+		return nil, false
+	}
+	ents := make([]maps.RingEnt, len(cycle))
+	for i, d := range cycle {
+		nd := svc.byAddr[d.Addr]
+		if nd == nil {
+			return nil, false
+		}
+		port := d.Addr.Port()
+		if port == 0 {
+			port = svc.cfg.Addr.Port()
+		}
+		ents[i] = maps.RingEnt{DestID: nd.id, Port: port}
+	}
+	return ents, true
 }
 
 func (t *Table) apply(c *ipvsadm.Command) error {
@@ -291,6 +390,9 @@ func (t *Table) delService(k svcKey) error {
 		return ErrNoService
 	}
 	if err := t.dp.DeleteService(mapKey(k)); err != nil {
+		return fmt.Errorf("delete service %v: %w", k.addr, err)
+	}
+	if err := t.dp.DeleteRing(svc.id); err != nil {
 		return fmt.Errorf("delete service %v: %w", k.addr, err)
 	}
 	for _, d := range svc.dests {

@@ -63,6 +63,8 @@ type Maps struct {
 	reasons   *ebpf.Map
 	cfg       *ebpf.Map
 	budget    *ebpf.Map
+	rings     *ebpf.Map // service id -> datapath scheduling ring
+	events    *ebpf.Map
 
 	ncpu int
 	// destMem is xvs_dests mapped shared: counters are changed with
@@ -86,7 +88,7 @@ func New(m *bpf.XvsMaps) (*Maps, error) {
 	if m == nil || m.XvsSvcs == nil || m.XvsConns == nil || m.XvsRconns == nil ||
 		m.XvsConnsNew == nil || m.XvsRconnsNew == nil || m.XvsDests == nil ||
 		m.XvsSvcStats == nil || m.XvsDestStats == nil || m.XvsReasons == nil || m.XvsCfg == nil || m.XvsBudget == nil ||
-		m.XvsVips == nil {
+		m.XvsVips == nil || m.XvsRings == nil || m.XvsEvents == nil {
 		return nil, errors.New("new maps: missing map")
 	}
 	if got := int(m.XvsDests.ValueSize()); got != destSize {
@@ -120,6 +122,8 @@ func New(m *bpf.XvsMaps) (*Maps, error) {
 		reasons:   m.XvsReasons,
 		cfg:       m.XvsCfg,
 		budget:    m.XvsBudget,
+		rings:     m.XvsRings,
+		events:    m.XvsEvents,
 		ncpu:      ncpu,
 		destMem:   mem,
 		destMax:   entries,

@@ -111,6 +111,18 @@ type ExpireRconn struct {
 	Pad   uint16
 }
 
+type ExpireRing struct {
+	_    structs.HostLayout
+	Next uint32
+	Len  uint32
+	Ents [1024]struct {
+		_      structs.HostLayout
+		DestId uint32
+		Port   uint16
+		Pad    uint16
+	}
+}
+
 type ExpireStats struct {
 	_        structs.HostLayout
 	Conns    uint64
@@ -145,12 +157,14 @@ const (
 	ExpireMapXvsConnsNew    = "xvs_conns_new"
 	ExpireMapXvsDestStats   = "xvs_dest_stats"
 	ExpireMapXvsDests       = "xvs_dests"
+	ExpireMapXvsEvents      = "xvs_events"
 	ExpireMapXvsExpBatch    = "xvs_exp_batch"
 	ExpireMapXvsFrags       = "xvs_frags"
 	ExpireMapXvsRckey       = "xvs_rckey"
 	ExpireMapXvsRconns      = "xvs_rconns"
 	ExpireMapXvsRconnsNew   = "xvs_rconns_new"
 	ExpireMapXvsReasons     = "xvs_reasons"
+	ExpireMapXvsRings       = "xvs_rings"
 	ExpireMapXvsScratch     = "xvs_scratch"
 	ExpireMapXvsSvcStats    = "xvs_svc_stats"
 	ExpireMapXvsSvcs        = "xvs_svcs"
@@ -216,12 +230,14 @@ type ExpireMapSpecs struct {
 	XvsConnsNew  *ebpf.MapSpec `ebpf:"xvs_conns_new"`
 	XvsDestStats *ebpf.MapSpec `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
+	XvsEvents    *ebpf.MapSpec `ebpf:"xvs_events"`
 	XvsExpBatch  *ebpf.MapSpec `ebpf:"xvs_exp_batch"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
 	XvsRckey     *ebpf.MapSpec `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
+	XvsRings     *ebpf.MapSpec `ebpf:"xvs_rings"`
 	XvsScratch   *ebpf.MapSpec `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.MapSpec `ebpf:"xvs_svcs"`
@@ -263,12 +279,14 @@ type ExpireMaps struct {
 	XvsConnsNew  *ebpf.Map `ebpf:"xvs_conns_new"`
 	XvsDestStats *ebpf.Map `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
+	XvsEvents    *ebpf.Map `ebpf:"xvs_events"`
 	XvsExpBatch  *ebpf.Map `ebpf:"xvs_exp_batch"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
 	XvsRckey     *ebpf.Map `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
+	XvsRings     *ebpf.Map `ebpf:"xvs_rings"`
 	XvsScratch   *ebpf.Map `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.Map `ebpf:"xvs_svcs"`
@@ -285,12 +303,14 @@ func (m *ExpireMaps) Close() error {
 		m.XvsConnsNew,
 		m.XvsDestStats,
 		m.XvsDests,
+		m.XvsEvents,
 		m.XvsExpBatch,
 		m.XvsFrags,
 		m.XvsRckey,
 		m.XvsRconns,
 		m.XvsRconnsNew,
 		m.XvsReasons,
+		m.XvsRings,
 		m.XvsScratch,
 		m.XvsSvcStats,
 		m.XvsSvcs,

@@ -5,15 +5,8 @@
  * install.c: the first-packet path's installs in the kernel. One run of
  * xvs_install (BPF_PROG_TYPE_SYSCALL, run with BPF_PROG_TEST_RUN) installs
  * a batch of up to INSTALL_BATCH new conns into the new pair, doing for
- * each what maps.InstallConn does with five syscalls or so:
- *
- *   refuse a client-side key either pair has (a race with another worker
- *   or a conn the datapath punted again: the caller looks it up);
- *   server-side key first (xvs_rconns_new), so that a reply can never miss
- *   a conn the datapath already forwards; then the client-side key
- *   (BPF_NOEXIST); on a lost race keep the winner's server-side key;
- *   point a server-side key of an older conn in xvs_rconns at ours, the way
- *   a newer conn shadows an older one in IPVS's out-lookup.
+ * each what maps.InstallConn does with five syscalls or so
+ * (conn_install, lib/conn.h, which the datapath's own scheduling uses too).
  *
  * A full new pair is reported, not handled: making room is the daemon's
  * (it knows the oldest half-open conns), and so are the real servers'
@@ -37,14 +30,6 @@
 
 #define INSTALL_BATCH 64
 #define INSTALL_SLOTS 16
-
-/* What happened to one record. */
-enum inst_result {
-	INST_OK = 0,     /* installed in the new pair */
-	INST_EXISTS = 1, /* the client-side key is in a pair already */
-	INST_FULL = 2,   /* the new pair is full */
-	INST_ERROR = 3,  /* another error; err[] holds it */
-};
 
 /* One new conn: its two keys and its value (state, flags, last_seen set).
  * skey's source is the address xvs_dests holds for val.dest_id (the
@@ -86,59 +71,14 @@ struct {
 /* Never used: makes the enum part of BTF so that bpf2go emits it. */
 const volatile enum inst_result xvs_enum_inst_result;
 
-/* conn_exists: whether either pair has client-side key ckey. */
-static __always_inline int conn_exists(const struct conn_key *ckey)
-{
-	return bpf_map_lookup_elem(&xvs_conns, ckey) ||
-	       bpf_map_lookup_elem(&xvs_conns_new, ckey);
-}
-
 /* install_rec: installs one record; returns its enum inst_result. */
 static __always_inline int install_rec(struct inst *r, __s32 *e)
 {
-	struct conn_key rk = {};
-	struct rconn rv = {}, wv = {};
-	struct conn *cur;
-	long err;
+	long err = 0;
+	int res = conn_install(&r->ckey, &r->skey, &r->val, &err);
 
-	if (conn_exists(&r->ckey))
-		return INST_EXISTS;
-	conn_rconn(&rv, &r->ckey, &r->val);
-	err = bpf_map_update_elem(&xvs_rconns_new, &r->skey, &rv, BPF_ANY);
-	if (err == -E2BIG)
-		return INST_FULL;
-	if (err) {
-		*e = err;
-		return INST_ERROR;
-	}
-	err = bpf_map_update_elem(&xvs_conns_new, &r->ckey, &r->val, BPF_NOEXIST);
-	if (err == -EEXIST) {
-		/* Another worker won: give the server-side key back to the
-		 * winner if it uses the same one. */
-		cur = bpf_map_lookup_elem(&xvs_conns_new, &r->ckey);
-		if (cur && !conn_rkey_of(&rk, &r->ckey, cur) &&
-		    conn_key_eq(&rk, &r->skey)) {
-			conn_rconn(&wv, &r->ckey, cur);
-			if (!rconn_eq(&wv, &rv))
-				bpf_map_update_elem(&xvs_rconns_new, &r->skey,
-						    &wv, BPF_EXIST);
-		} else {
-			drop_rkey(&xvs_rconns_new, &r->skey, &rv);
-		}
-		return INST_EXISTS;
-	}
-	if (err) {
-		drop_rkey(&xvs_rconns_new, &r->skey, &rv);
-		if (err == -E2BIG)
-			return INST_FULL;
-		*e = err;
-		return INST_ERROR;
-	}
-	/* xvs_rconns is looked up first: a key there of an older conn would
-	 * shadow ours. Point it at ours; the datapath then misses in the main
-	 * pair and finds ours in the new one. */
-	bpf_map_update_elem(&xvs_rconns, &r->skey, &rv, BPF_EXIST);
-	return INST_OK;
+	*e = err;
+	return res;
 }
 
 /* The bpf_loop state. */

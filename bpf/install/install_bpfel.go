@@ -115,6 +115,18 @@ type InstallRconn struct {
 	Pad   uint16
 }
 
+type InstallRing struct {
+	_    structs.HostLayout
+	Next uint32
+	Len  uint32
+	Ents [1024]struct {
+		_      structs.HostLayout
+		DestId uint32
+		Port   uint16
+		Pad    uint16
+	}
+}
+
 type InstallStats struct {
 	_        structs.HostLayout
 	Conns    uint64
@@ -149,12 +161,14 @@ const (
 	InstallMapXvsConnsNew       = "xvs_conns_new"
 	InstallMapXvsDestStats      = "xvs_dest_stats"
 	InstallMapXvsDests          = "xvs_dests"
+	InstallMapXvsEvents         = "xvs_events"
 	InstallMapXvsFrags          = "xvs_frags"
 	InstallMapXvsInstBatch      = "xvs_inst_batch"
 	InstallMapXvsRckey          = "xvs_rckey"
 	InstallMapXvsRconns         = "xvs_rconns"
 	InstallMapXvsRconnsNew      = "xvs_rconns_new"
 	InstallMapXvsReasons        = "xvs_reasons"
+	InstallMapXvsRings          = "xvs_rings"
 	InstallMapXvsScratch        = "xvs_scratch"
 	InstallMapXvsSvcStats       = "xvs_svc_stats"
 	InstallMapXvsSvcs           = "xvs_svcs"
@@ -220,12 +234,14 @@ type InstallMapSpecs struct {
 	XvsConnsNew  *ebpf.MapSpec `ebpf:"xvs_conns_new"`
 	XvsDestStats *ebpf.MapSpec `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
+	XvsEvents    *ebpf.MapSpec `ebpf:"xvs_events"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
 	XvsInstBatch *ebpf.MapSpec `ebpf:"xvs_inst_batch"`
 	XvsRckey     *ebpf.MapSpec `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
+	XvsRings     *ebpf.MapSpec `ebpf:"xvs_rings"`
 	XvsScratch   *ebpf.MapSpec `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.MapSpec `ebpf:"xvs_svcs"`
@@ -267,12 +283,14 @@ type InstallMaps struct {
 	XvsConnsNew  *ebpf.Map `ebpf:"xvs_conns_new"`
 	XvsDestStats *ebpf.Map `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
+	XvsEvents    *ebpf.Map `ebpf:"xvs_events"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
 	XvsInstBatch *ebpf.Map `ebpf:"xvs_inst_batch"`
 	XvsRckey     *ebpf.Map `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
+	XvsRings     *ebpf.Map `ebpf:"xvs_rings"`
 	XvsScratch   *ebpf.Map `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.Map `ebpf:"xvs_svcs"`
@@ -289,12 +307,14 @@ func (m *InstallMaps) Close() error {
 		m.XvsConnsNew,
 		m.XvsDestStats,
 		m.XvsDests,
+		m.XvsEvents,
 		m.XvsFrags,
 		m.XvsInstBatch,
 		m.XvsRckey,
 		m.XvsRconns,
 		m.XvsRconnsNew,
 		m.XvsReasons,
+		m.XvsRings,
 		m.XvsScratch,
 		m.XvsSvcStats,
 		m.XvsSvcs,

@@ -306,6 +306,76 @@ static __always_inline void drop_rkey(void *rconns, struct conn_key *rk,
 		bpf_map_delete_elem(rconns, rk);
 }
 
+/* conn_exists: whether either pair has client-side key ckey. */
+static __always_inline int conn_exists(const struct conn_key *ckey)
+{
+	return bpf_map_lookup_elem(&xvs_conns, ckey) ||
+	       bpf_map_lookup_elem(&xvs_conns_new, ckey);
+}
+
+/* conn_install: installs a new conn, value val (state, flags, last_seen
+ * set), with client-side key ckey and server-side key skey (whose source
+ * is xvs_dests[val->dest_id]'s address), into the new pair. Returns an
+ * enum inst_result; *e holds the error of INST_ERROR. The real server's
+ * counters are the caller's.
+ *
+ *   refuse a client-side key either pair has (a race with another
+ *   installer or a conn that exists: the caller looks it up);
+ *   server-side key first, so that a reply can never miss a conn the
+ *   datapath already forwards; then the client-side key (BPF_NOEXIST); on
+ *   a lost race keep the winner's server-side key;
+ *   point a server-side key of an older conn in xvs_rconns at ours, the
+ *   way a newer conn shadows an older one in IPVS's out-lookup.
+ */
+static __always_inline int conn_install(const struct conn_key *ckey,
+					const struct conn_key *skey,
+					const struct conn *val, long *e)
+{
+	struct conn_key rk = {};
+	struct rconn rv = {}, wv = {};
+	struct conn *cur;
+	long err;
+
+	if (conn_exists(ckey))
+		return INST_EXISTS;
+	conn_rconn(&rv, ckey, val);
+	err = bpf_map_update_elem(&xvs_rconns_new, skey, &rv, BPF_ANY);
+	if (err == -E2BIG)
+		return INST_FULL;
+	if (err) {
+		*e = err;
+		return INST_ERROR;
+	}
+	err = bpf_map_update_elem(&xvs_conns_new, ckey, val, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* Another installer won: give the server-side key back to
+		 * the winner if it uses the same one. */
+		cur = bpf_map_lookup_elem(&xvs_conns_new, ckey);
+		if (cur && !conn_rkey_of(&rk, ckey, cur) &&
+		    conn_key_eq(&rk, skey)) {
+			conn_rconn(&wv, ckey, cur);
+			if (!rconn_eq(&wv, &rv))
+				bpf_map_update_elem(&xvs_rconns_new, skey,
+						    &wv, BPF_EXIST);
+		} else {
+			drop_rkey(&xvs_rconns_new, (struct conn_key *)skey, &rv);
+		}
+		return INST_EXISTS;
+	}
+	if (err) {
+		drop_rkey(&xvs_rconns_new, (struct conn_key *)skey, &rv);
+		if (err == -E2BIG)
+			return INST_FULL;
+		*e = err;
+		return INST_ERROR;
+	}
+	/* xvs_rconns is looked up first: a key there of an older conn would
+	 * shadow ours. Point it at ours; the datapath then misses in the main
+	 * pair and finds ours in the new one. */
+	bpf_map_update_elem(&xvs_rconns, skey, &rv, BPF_EXIST);
+	return INST_OK;
+}
+
 /* conn_ready: whether a conn of the new pair is established: a TCP conn
  * in ESTABLISHED, a UDP conn the real server answered (this packet). */
 static __always_inline int conn_ready(struct pkt *p, struct hit *h)

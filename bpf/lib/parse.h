@@ -55,6 +55,8 @@
 /* parse(): an ICMP error, or a later fragment; see the file comment. */
 #define XVS_ICMP -2
 #define XVS_FRAG -3
+/* punt_decide(): the datapath installed the packet's conn (lib/sched.h). */
+#define XVS_NEW -4
 
 /* struct pkt frag */
 #define XVS_FRAG_NONE 0

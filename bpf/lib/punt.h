@@ -31,6 +31,7 @@
 #include "stats.h"
 #include "budget.h"
 #include "conn.h"
+#include "sched.h"
 
 /* punt_first: whether the packet may create a conn (IPVS, sloppy off). */
 static __always_inline int punt_first(struct pkt *p)
@@ -50,101 +51,89 @@ static __always_inline int punt_live(struct cfg *cfg)
 }
 
 /* punt_decide: the verdict of a miss that arrived on ingress. Returns
- * REASON_PUNT with *tap set to the punt device and *svc_id to the
- * service, or a pass/drop reason. */
+ * XVS_NEW with h set (the datapath scheduled it: lib/sched.h),
+ * REASON_PUNT with *tap set to the punt device, or a pass/drop reason.
+ * A frame the daemon wrote back still missing is scheduled here if its
+ * service has a ring (the daemon expired a closed conn for a reusing SYN
+ * and left the pick to the ring); its budget was taken when it was
+ * punted. */
 static __always_inline int punt_decide(struct pkt *p, __u32 ingress,
-				       __u32 *tap, __u32 *svc_id)
+				       __u32 *tap, struct hit *h)
 {
 	struct svc_key sk = {};
 	struct cfg *cfg;
 	struct svc *svc;
 	__u32 zero = 0;
+	int on_tap;
 
 	cfg = bpf_map_lookup_elem(&xvs_cfg, &zero);
-	if (cfg && cfg->punt_ifindex && ingress == cfg->punt_ifindex)
-		return REASON_DROP_PUNT_MISS;
+	on_tap = cfg && cfg->punt_ifindex && ingress == cfg->punt_ifindex;
 	__builtin_memcpy(sk.addr, p->key.daddr, 16);
 	sk.port = p->key.dport;
 	sk.proto = p->key.proto;
 	sk.family = p->key.family;
 	svc = bpf_map_lookup_elem(&xvs_svcs, &sk);
+	if (on_tap) {
+		if (svc && punt_first(p) &&
+		    sched_ring(p, svc->id, h) == SCHED_NEW)
+			return XVS_NEW;
+		return REASON_DROP_PUNT_MISS;
+	}
 	if (!svc)
 		return REASON_PASS_NO_SVC;
 	if (!punt_first(p))
 		return REASON_PASS_NOT_FIRST;
 	if (!punt_live(cfg))
 		return REASON_DROP_PUNT_STALE;
+	if (!budget_take(svc->id))
+		return REASON_DROP_PUNT_BUDGET;
+	if (sched_ring(p, svc->id, h) == SCHED_NEW)
+		return XVS_NEW;
 	*tap = cfg->punt_ifindex;
-	*svc_id = svc->id;
 	return REASON_PUNT;
 }
 
 /* punt_reuse: whether a hit is a SYN reusing the port of a TCP conn in
- * TIME_WAIT or CLOSE that goes to the punt device (see the file comment);
- * sets *tap and *svc_id. Not for fragments. */
+ * TIME_WAIT or CLOSE that goes to the punt device (see the file comment).
+ * Returns XVS_CONTINUE (no: a plain hit), REASON_PUNT with *tap set, or
+ * REASON_DROP_PUNT_BUDGET. Not for fragments. */
 static __always_inline int punt_reuse(struct pkt *p, struct hit *h,
-				      __u32 ingress, __u32 *tap,
-				      __u32 *svc_id)
+				      __u32 ingress, __u32 *tap)
 {
 	struct cfg *cfg;
 	__u32 zero = 0;
 	__u8 st;
 
 	if (h->out || p->key.proto != IPPROTO_TCP || p->frag || !punt_first(p))
-		return 0;
+		return XVS_CONTINUE;
 	st = *(volatile __u8 *)&h->c->state;
 	if (st != STATE_TIME_WAIT && st != STATE_CLOSE)
-		return 0;
+		return XVS_CONTINUE;
 	cfg = bpf_map_lookup_elem(&xvs_cfg, &zero);
 	if (!punt_live(cfg) || ingress == cfg->punt_ifindex)
-		return 0;
+		return XVS_CONTINUE;
+	if (!budget_take(h->c->svc_id))
+		return REASON_DROP_PUNT_BUDGET;
 	*tap = cfg->punt_ifindex;
-	*svc_id = h->c->svc_id;
-	return 1;
+	return REASON_PUNT;
 }
 
-/* punt_send_xdp: the first-packet budget, then the redirect to tap. */
-static __always_inline int punt_send_xdp(__u32 tap, __u32 svc_id)
+/* punt_xdp: the redirect of a punted packet to tap. */
+static __always_inline int punt_xdp(__u32 tap)
 {
-	if (!budget_take(svc_id))
-		return xdp_verdict(REASON_DROP_PUNT_BUDGET);
 	if (bpf_redirect_map(&xvs_tx, tap, 0) != XDP_REDIRECT)
 		return xdp_verdict(REASON_DROP_REDIRECT);
 	reason_count(REASON_PUNT);
 	return XDP_REDIRECT;
 }
 
-/* punt_send_tc: as punt_send_xdp for TC. */
-static __always_inline int punt_send_tc(__u32 tap, __u32 svc_id)
+/* punt_tc: as punt_xdp for TC. */
+static __always_inline int punt_tc(__u32 tap)
 {
-	if (!budget_take(svc_id))
-		return tc_verdict(REASON_DROP_PUNT_BUDGET);
 	if (bpf_redirect(tap, 0) != TC_ACT_REDIRECT)
 		return tc_verdict(REASON_DROP_REDIRECT);
 	reason_count(REASON_PUNT);
 	return TC_ACT_REDIRECT;
-}
-
-/* punt_xdp: the XDP verdict of a miss. */
-static __always_inline int punt_xdp(__u32 ingress, struct pkt *p)
-{
-	__u32 tap = 0, svc_id = 0;
-	int r = punt_decide(p, ingress, &tap, &svc_id);
-
-	if (r != REASON_PUNT)
-		return xdp_verdict(r);
-	return punt_send_xdp(tap, svc_id);
-}
-
-/* punt_tc: the TC verdict of a miss. */
-static __always_inline int punt_tc(__u32 ingress, struct pkt *p)
-{
-	__u32 tap = 0, svc_id = 0;
-	int r = punt_decide(p, ingress, &tap, &svc_id);
-
-	if (r != REASON_PUNT)
-		return tc_verdict(r);
-	return punt_send_tc(tap, svc_id);
 }
 
 #endif /* XVS_PUNT_H */

@@ -59,7 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9472); off when empty"},
 			&cli.StringFlag{Name: "tap", Value: defaultTap, Usage: "`NAME` of the punt device for first packets"},
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "first-packet workers (punt device queues)"},
-			&cli.Uint64Flag{Name: "first-packet-rate", Value: 25000, Usage: "global budget of first packets (new connections) per second sent to the workers; the datapath drops the excess (0 = unlimited). Keep it well below what the workers can do (each first packet costs the daemon about 20 µs of CPU on a small VM): what it admits, it takes from the CPUs that forward established flows"},
+			&cli.Uint64Flag{Name: "first-packet-rate", Value: 25000, Usage: "global budget of first packets (new connections) per second, scheduled in the datapath or sent to the workers; the datapath drops the excess (0 = unlimited). Keep it well below what the workers can do (each first packet sent to them costs the daemon about 17 µs of CPU on a small VM): what it admits, it takes from the CPUs that forward established flows"},
+			&cli.BoolFlag{Name: "datapath-sched", Value: true, Usage: "let the datapath schedule the first packets of rr and wrr services without persistence or thresholds itself, from a ring of the scheduler's picks (false: every first packet goes to the workers)"},
 			&cli.Uint64Flag{Name: "first-packet-burst", Value: 2500, Usage: "burst of the global first-packet budget"},
 			&cli.Uint64Flag{Name: "service-first-packet-rate", Value: 0, Usage: "per virtual service budget of first packets per second (0 = only the global budget)"},
 			&cli.Uint64Flag{Name: "service-first-packet-burst", Value: 0, Usage: "burst of the per-service budget (0 = one second's worth)"},
@@ -162,7 +163,8 @@ func daemon(c *cli.Context) error {
 				log.Error("save state", slog.Any("err", err))
 			}
 		},
-		Budget: ctl.Budget{Rate: c.Uint64("service-first-packet-rate"), Burst: c.Uint64("service-first-packet-burst")},
+		Budget:  ctl.Budget{Rate: c.Uint64("service-first-packet-rate"), Burst: c.Uint64("service-first-packet-burst")},
+		NoRings: !c.Bool("datapath-sched"),
 	})
 	if err := m.SetBudget(0, true, c.Uint64("first-packet-rate"), c.Uint64("first-packet-burst")); err != nil {
 		return err
@@ -364,9 +366,16 @@ func datapathCounters(m *maps.Maps, p *ctl.PuntStats) ([]ctl.Counter, error) {
 	if err != nil {
 		return nil, err
 	}
+	evs, err := m.Events()
+	if err != nil {
+		return nil, err
+	}
 	var out []ctl.Counter
 	for r, v := range rs {
 		out = append(out, ctl.Counter{Name: maps.ReasonName(bpf.XvsReason(r)), Value: v})
+	}
+	for ev, v := range evs {
+		out = append(out, ctl.Counter{Name: maps.EventName(bpf.XvsEvent(ev)), Value: v})
 	}
 	return append(out,
 		ctl.Counter{Name: "punt_scheduled", Value: p.Scheduled.Load()},

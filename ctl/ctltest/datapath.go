@@ -24,6 +24,15 @@ type Datapath struct {
 	// global one.
 	Budgets map[uint32][2]uint64
 	Global  [2]uint64
+	// Rings holds the datapath scheduling rings by service id.
+	Rings map[uint32]*Ring
+}
+
+// Ring is a service's datapath scheduling ring: its picks, and how many
+// the datapath took (TakeRing).
+type Ring struct {
+	Ents  []maps.RingEnt
+	Taken uint32
 }
 
 // DestState is a real server's entry of xvs_dests.
@@ -47,6 +56,7 @@ func New() *Datapath {
 		svcSt:   make(map[uint32]maps.Stats),
 		dstSt:   make(map[uint32]maps.Stats),
 		Budgets: make(map[uint32][2]uint64),
+		Rings:   make(map[uint32]*Ring),
 	}
 }
 
@@ -248,6 +258,50 @@ func (f *Datapath) SetBudget(id uint32, global bool, rate, burst uint64) error {
 		f.Budgets[id] = [2]uint64{rate, burst}
 	}
 	return nil
+}
+
+// PutRing records a service's ring, with no pick taken.
+func (f *Datapath) PutRing(id uint32, ents []maps.RingEnt) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(ents) == 0 || len(ents) > maps.RingMax {
+		return fmt.Errorf("put ring of service %d: %d picks", id, len(ents))
+	}
+	f.Rings[id] = &Ring{Ents: append([]maps.RingEnt(nil), ents...)}
+	return nil
+}
+
+// DeleteRing drops a service's ring.
+func (f *Datapath) DeleteRing(id uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.Rings, id)
+	return nil
+}
+
+// RingTaken reports the picks taken from a service's ring.
+func (f *Datapath) RingTaken(id uint32) (uint32, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.Rings[id]
+	if r == nil {
+		return 0, false, nil
+	}
+	return r.Taken, true, nil
+}
+
+// TakeRing takes the next pick of a service's ring, as the datapath does
+// for a first packet.
+func (f *Datapath) TakeRing(id uint32) (maps.RingEnt, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.Rings[id]
+	if r == nil {
+		return maps.RingEnt{}, false
+	}
+	e := r.Ents[int(r.Taken)%len(r.Ents)]
+	r.Taken++
+	return e, true
 }
 
 // InstallConns installs each conn as InstallConn does.

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * sched.h: first packets scheduled in the datapath. A service the daemon
+ * gave a ring (struct ring, xvs_rings: one full cycle of its rr or wrr
+ * scheduler's picks) gets its new conns here, in the packet's own pass:
+ * the next pick by an atomic add, the conn installed into the new pair
+ * with conn_install (the checks of the daemon's installs), the real
+ * server's InActConn counted, and the packet goes on as a hit. The punt
+ * device's round trip through the daemon, which costs about 17 us of its
+ * CPU per conn, is left to what needs the daemon: other schedulers,
+ * persistence, thresholds, port reuse, no usable real server, and a full
+ * new pair (the daemon makes room).
+ *
+ * The sequence stays the scheduler's: one counter per ring, shared by all
+ * CPUs, as IPVS shares one cursor under a lock. The daemon writes a new
+ * ring whenever the service or its real servers change.
+ */
+#ifndef XVS_SCHED_H
+#define XVS_SCHED_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "../maps.h"
+#include "parse.h"
+#include "stats.h"
+#include "conn.h"
+
+/* Outcomes of sched_ring. */
+#define SCHED_NONE 0 /* no ring, or its pick cannot be used: punt */
+#define SCHED_NEW 1  /* a conn exists now (ours or a racing CPU's): h set */
+
+/* event_count: counts one event (per CPU). */
+static __always_inline void event_count(__u32 ev)
+{
+	__u64 *v = bpf_map_lookup_elem(&xvs_events, &ev);
+
+	if (v)
+		*v += 1;
+}
+
+/* sched_conn: the new conn of first packet p to real server d, port port,
+ * of service svc_id and dest dest_id, into c. */
+static __always_inline void sched_conn(struct conn *c, __u32 svc_id,
+				       __u32 dest_id, __be16 port)
+{
+	c->dport = port;
+	c->state = STATE_NONE;
+	c->flags = CONN_F_NEW;
+	c->svc_id = svc_id;
+	c->dest_id = dest_id;
+	c->pad = 0;
+	c->last_seen = bpf_ktime_get_coarse_ns();
+}
+
+/* sched_ring: schedules first packet p of service svc_id from its ring
+ * and installs its conn. Returns SCHED_NEW with h pointing at the conn in
+ * the new pair (h->ckey the per-CPU copy, as conn_find leaves a new-pair
+ * hit), or SCHED_NONE: the caller punts. The server-side key is built in
+ * the per-CPU scratch, which nothing holds across this call. */
+static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
+				      struct hit *h)
+{
+	struct conn_key *skey;
+	struct ring_ent *e;
+	struct conn val = {};
+	struct ring *r;
+	struct dest *d;
+	__u32 zero = 0, len, i, id;
+	long err = 0;
+	int res;
+
+	r = bpf_map_lookup_elem(&xvs_rings, &svc_id);
+	if (!r)
+		return SCHED_NONE;
+	len = r->len;
+	if (!len || len > XVS_RING_MAX)
+		return SCHED_NONE;
+	i = __sync_fetch_and_add(&r->next, 1) % len;
+	/* i < len <= XVS_RING_MAX already; the mask, which the compiler
+	 * cannot drop behind xvs_opaque, shows the verifier. */
+	xvs_opaque(i);
+	i &= XVS_RING_MAX - 1;
+	e = &r->ents[i];
+	id = e->dest_id;
+	d = bpf_map_lookup_elem(&xvs_dests, &id);
+	if (!d || !(d->flags & DEST_F_AVAILABLE) ||
+	    d->family != p->key.family) {
+		/* The ring is being replaced: the daemon decides. */
+		event_count(EVENT_SCHED_UNUSABLE);
+		return SCHED_NONE;
+	}
+	sched_conn(&val, svc_id, id, e->port);
+	skey = bpf_map_lookup_elem(&xvs_scratch, &zero);
+	if (!skey)
+		return SCHED_NONE;
+	__builtin_memset(skey, 0, sizeof(*skey));
+	conn_rkey(skey, &p->key, &val, d);
+	res = conn_install(&p->key, skey, &val, &err);
+	if (res == INST_OK) {
+		__sync_fetch_and_add(&d->inactive, 1);
+		event_count(EVENT_SCHED_NEW);
+	} else if (res == INST_FULL) {
+		event_count(EVENT_SCHED_FULL);
+		return SCHED_NONE;
+	} else if (res != INST_EXISTS) {
+		return SCHED_NONE;
+	}
+	/* Ours, or one another CPU installed for the same flow meanwhile. */
+	if (!conn_by_ckey(&p->key, 0, h))
+		return SCHED_NONE;
+	return SCHED_NEW;
+}
+
+#endif /* XVS_SCHED_H */

@@ -1,0 +1,230 @@
+package bpf
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"xvs/testutil"
+)
+
+// destRing is a second dest id on the real server of destRS, another port:
+// the ring tests tell their picks apart by it.
+const destRing = 7
+
+// ringEnt is one pick of a test ring.
+type ringEnt struct {
+	dest uint32
+	port uint16
+}
+
+// putRing gives service svc the ring ents, no pick taken.
+func (e *env) putRing(svc uint32, ents []ringEnt) {
+	e.t.Helper()
+	r := new(XvsRing)
+	r.Len = uint32(len(ents))
+	for i, en := range ents {
+		r.Ents[i] = XvsRingEnt{DestId: en.dest, Port: be16(en.port)}
+	}
+	if err := e.objs.XvsRings.Put(svc, r); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) ringNext(svc uint32) uint32 {
+	e.t.Helper()
+	r := new(XvsRing)
+	if err := e.objs.XvsRings.Lookup(svc, r); err != nil {
+		e.t.Fatal(err)
+	}
+	return r.Next
+}
+
+// events returns the event counters summed over CPUs, and zeroes them.
+func (e *env) events() map[XvsEvent]uint64 {
+	e.t.Helper()
+	out := map[XvsEvent]uint64{}
+	zero := make([]uint64, ebpf.MustPossibleCPU())
+	for ev := XvsEvent(0); ev < XvsEventEVENT_MAX; ev++ {
+		var per []uint64
+		if err := e.objs.XvsEvents.Lookup(uint32(ev), &per); err != nil {
+			e.t.Fatal(err)
+		}
+		for _, v := range per {
+			if v != 0 {
+				out[ev] += v
+			}
+		}
+		if err := e.objs.XvsEvents.Put(uint32(ev), zero); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// TestRingScheduling: first packets of a service with a ring are
+// scheduled in the datapath, in the ring's order over all packets, and
+// forwarded at once: the conn is in the new pair with the pick's dest and
+// port, the dest counts it, and the packet counts as a forwarded one.
+func TestRingScheduling(t *testing.T) {
+	e := newEnv(t)
+	setupConns(e)
+	for fi, fa := range families {
+		id := uint32(destRing + fi*v6IDs)
+		e.setDestAddr(id, fa.rs)
+		e.putDest(id, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
+	}
+	n := uint16(0)
+	for _, en := range entries {
+		for fi, fa := range families {
+			for _, pr := range protos {
+				svc := uint32(svcTCPID + fi*v6IDs)
+				flags := uint8(testutil.TCPSyn)
+				if pr.proto == testutil.ProtoUDP {
+					svc, flags = uint32(svcUDPID+fi*v6IDs), 0
+				}
+				rs, other := uint32(destRS+fi*v6IDs), uint32(destRing+fi*v6IDs)
+				ring := []ringEnt{{rs, rport}, {other, rport + 1}, {rs, rport}}
+				t.Run(fmt.Sprintf("%s/%s/%s", en.name, fa.name, pr.name), func(t *testing.T) {
+					e.putRing(svc, ring)
+					defer e.objs.XvsRings.Delete(svc)
+					before := map[uint32]XvsDest{rs: e.dest(rs), other: e.dest(other)}
+					e.events()
+					for k := range 4 {
+						n++
+						cli, vip := ap(fa.cli, 20000+n), ap(fa.vip, vport)
+						pick := ring[k%len(ring)]
+						f := frame(cli, vip, pr.proto, flags, macCli, macExt)
+						out := f
+						out.Dst, out.DstPort, out.TTL, out.DstMAC, out.SrcMAC = fa.rs, pick.port, 63, macRS, macInt
+						e.check(t, en, dpCase{in: f.Bytes(), ingress: e.ext.index, want: vRedirect,
+							out: out.Bytes(), reason: XvsReasonREASON_FWD_IN})
+						c := e.conn(connKey(cli, vip, pr.proto))
+						if c.DestId != pick.dest || c.Dport != be16(pick.port) || c.SvcId != svc {
+							t.Errorf("packet %d: conn to dest %d port %d svc %d, want %d %d %d",
+								k, c.DestId, be16(c.Dport), c.SvcId, pick.dest, pick.port, svc)
+						}
+						if c.Flags&uint8(XvsConnFlagsCONN_F_NEW) != 0 {
+							t.Errorf("packet %d: CONN_F_NEW still set: the new conn was not counted", k)
+						}
+					}
+					if got := e.ringNext(svc); got != 4 {
+						t.Errorf("ring next %d, want 4", got)
+					}
+					// A SYN makes the conn active (SYN_RECV); a UDP conn
+					// stays inactive.
+					for id, want := range map[uint32]int64{rs: 3, other: 1} {
+						d := e.dest(id)
+						da, di := d.Active-before[id].Active, d.Inactive-before[id].Inactive
+						if pr.proto == testutil.ProtoTCP && (da != want || di != 0) ||
+							pr.proto == testutil.ProtoUDP && (da != 0 || di != want) {
+							t.Errorf("dest %d: active %+d inactive %+d for %d conns", id, da, di, want)
+						}
+					}
+					if ev := e.events(); len(ev) != 1 || ev[XvsEventEVENT_SCHED_NEW] != 4 {
+						t.Errorf("events %v, want sched_new 4", ev)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestRingFallback: what the ring cannot do goes the punt way, and a
+// frame the daemon wrote back is scheduled from the ring.
+func TestRingFallback(t *testing.T) {
+	e := newEnv(t)
+	setupConns(e)
+	vip := ap(vip4, vport)
+	n := uint16(0)
+	syn := func() testutil.Frame {
+		n++
+		return frame(ap(cli4, 21000+n), vip, testutil.ProtoTCP, testutil.TCPSyn, macCli, macExt)
+	}
+	fwd := func(f testutil.Frame) []byte {
+		f.Dst, f.DstPort, f.TTL, f.DstMAC, f.SrcMAC = rs4, rport, 63, macRS, macInt
+		return f.Bytes()
+	}
+	global := e.objs.XvsBudget.MaxEntries() - 1
+	for _, en := range entries {
+		t.Run(en.name+"/unusable dest punts", func(t *testing.T) {
+			e.putRing(svcTCPID, []ringEnt{{destGone, rport}})
+			defer e.objs.XvsRings.Delete(uint32(svcTCPID))
+			e.events()
+			e.check(t, en, dpCase{in: syn().Bytes(), ingress: e.ext.index, want: vRedirect,
+				reason: XvsReasonREASON_PUNT})
+			if ev := e.events(); ev[XvsEventEVENT_SCHED_UNUSABLE] != 1 || ev[XvsEventEVENT_SCHED_NEW] != 0 {
+				t.Errorf("events %v, want sched_unusable 1", ev)
+			}
+		})
+		t.Run(en.name+"/written back frame is scheduled", func(t *testing.T) {
+			e.putRing(svcTCPID, []ringEnt{{destRS, rport}})
+			defer e.objs.XvsRings.Delete(uint32(svcTCPID))
+			// The budget was taken when the frame was punted.
+			e.setBudget(svcTCPID, 1, 1, 0, monoNow(t))
+			defer e.setBudget(svcTCPID, 0, 0, 0, 0)
+			f := syn()
+			e.check(t, en, dpCase{in: f.Bytes(), ingress: e.punt.index, want: vRedirect,
+				out: fwd(f), reason: XvsReasonREASON_FWD_IN})
+		})
+		t.Run(en.name+"/budget comes first", func(t *testing.T) {
+			e.putRing(svcTCPID, []ringEnt{{destRS, rport}})
+			defer e.objs.XvsRings.Delete(uint32(svcTCPID))
+			e.setBudget(global, 1, 1, 0, monoNow(t))
+			defer e.setBudget(global, 0, 0, 0, 0)
+			e.check(t, en, dpCase{in: syn().Bytes(), ingress: e.ext.index, want: vDrop,
+				reason: XvsReasonREASON_DROP_PUNT_BUDGET})
+			if got := e.ringNext(svcTCPID); got != 0 {
+				t.Errorf("ring next %d after a dropped packet, want 0", got)
+			}
+		})
+		t.Run(en.name+"/stale daemon drops", func(t *testing.T) {
+			e.putRing(svcTCPID, []ringEnt{{destRS, rport}})
+			defer e.objs.XvsRings.Delete(uint32(svcTCPID))
+			e.setStaleCfg()
+			defer e.setCfg(uint32(e.punt.index), 1<<62)
+			e.check(t, en, dpCase{in: syn().Bytes(), ingress: e.ext.index, want: vDrop,
+				reason: XvsReasonREASON_DROP_PUNT_STALE})
+		})
+	}
+}
+
+// TestRingFullNewPair: with the new pair full, a ring pick is not
+// installed and the packet goes to the daemon, which makes room;
+// established conns are untouched.
+func TestRingFullNewPair(t *testing.T) {
+	e := newEnvSized(t, map[string]uint32{"xvs_conns_new": 2, "xvs_rconns_new": 2})
+	vip := ap(vip4, vport)
+	e.addSvc(vip4, vport, testutil.ProtoTCP, svcTCPID)
+	e.setDestAddr(destRS, rs4)
+	e.putDest(destRS, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
+	e.putRing(svcTCPID, []ringEnt{{destRS, rport}})
+	for _, en := range entries {
+		t.Run(en.name, func(t *testing.T) {
+			e.events()
+			for i := range 3 {
+				cli := ap(cli4, uint16(22000+i))
+				if en.xdp {
+					cli = ap(cli4, uint16(22100+i))
+				}
+				f := frame(cli, vip, testutil.ProtoTCP, testutil.TCPSyn, macCli, macExt)
+				c := dpCase{in: f.Bytes(), ingress: e.ext.index, want: vRedirect, reason: XvsReasonREASON_PUNT}
+				if i < 2 && en.xdp {
+					out := f
+					out.Dst, out.DstPort, out.TTL, out.DstMAC, out.SrcMAC = rs4, rport, 63, macRS, macInt
+					c.out, c.reason = out.Bytes(), XvsReasonREASON_FWD_IN
+				}
+				e.check(t, en, c)
+			}
+			want := map[XvsEvent]uint64{XvsEventEVENT_SCHED_FULL: 1, XvsEventEVENT_SCHED_NEW: 2}
+			if !en.xdp {
+				// XDP's two conns still fill the pair.
+				want = map[XvsEvent]uint64{XvsEventEVENT_SCHED_FULL: 3}
+			}
+			if ev := e.events(); fmt.Sprint(ev) != fmt.Sprint(want) {
+				t.Errorf("events %v, want %v", ev, want)
+			}
+		})
+	}
+}

@@ -1,0 +1,97 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"xvs/bpf"
+)
+
+// RingMax is the longest ring the datapath takes (XVS_RING_MAX in
+// bpf/xvs.h; a test checks it against the object).
+const RingMax = len(bpf.XvsRing{}.Ents)
+
+// RingEnt is one pick of a datapath scheduling ring: a real server by its
+// dest id and port.
+type RingEnt struct {
+	DestID uint32
+	Port   uint16
+}
+
+// PutRing makes the datapath schedule service id's first packets itself,
+// taking ents in order and over again (lib/sched.h), starting with
+// ents[0]. It replaces the service's ring whole. Each dest id must have
+// been given its address with SetDest.
+func (m *Maps) PutRing(id uint32, ents []RingEnt) error {
+	if len(ents) == 0 || len(ents) > RingMax {
+		return fmt.Errorf("put ring of service %d: %d picks, want 1..%d", id, len(ents), RingMax)
+	}
+	r := new(bpf.XvsRing)
+	r.Len = uint32(len(ents))
+	for i, e := range ents {
+		if e.DestID >= m.destMax {
+			return fmt.Errorf("put ring of service %d: dest id %d out of range", id, e.DestID)
+		}
+		r.Ents[i] = bpf.XvsRingEnt{DestId: e.DestID, Port: portBE(e.Port)}
+	}
+	if err := m.rings.Put(id, r); err != nil {
+		return fmt.Errorf("put ring of service %d: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteRing sends service id's first packets to the daemon again. A
+// service without a ring is no error.
+func (m *Maps) DeleteRing(id uint32) error {
+	if err := m.rings.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete ring of service %d: %w", id, err)
+	}
+	return nil
+}
+
+// RingTaken returns how many picks the datapath took from service id's
+// ring since PutRing, and whether it has one.
+func (m *Maps) RingTaken(id uint32) (uint32, bool, error) {
+	r := new(bpf.XvsRing)
+	if err := m.rings.Lookup(id, r); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return 0, false, nil
+		}
+		return 0, false, fmt.Errorf("look up ring of service %d: %w", id, err)
+	}
+	return r.Next, true, nil
+}
+
+// Events returns the datapath's event counters (conns it scheduled
+// itself, ring picks it handed to the daemon), summed over CPUs and
+// indexed by bpf.XvsEvent.
+func (m *Maps) Events() ([bpf.XvsEventEVENT_MAX]uint64, error) {
+	var out [bpf.XvsEventEVENT_MAX]uint64
+	per := make([]uint64, m.ncpu)
+	for e := range uint32(bpf.XvsEventEVENT_MAX) {
+		if err := m.events.Lookup(&e, &per); err != nil {
+			return out, fmt.Errorf("event %s: %w", EventName(bpf.XvsEvent(e)), err)
+		}
+		for _, n := range per {
+			out[e] += n
+		}
+	}
+	return out, nil
+}
+
+var eventNames = [bpf.XvsEventEVENT_MAX]string{
+	bpf.XvsEventEVENT_SCHED_NEW:      "sched_new",
+	bpf.XvsEventEVENT_SCHED_FULL:     "sched_full",
+	bpf.XvsEventEVENT_SCHED_UNUSABLE: "sched_unusable",
+}
+
+// EventName is the stable metric label of an event ("sched_new", ...);
+// unknown events read "event_<n>".
+func EventName(e bpf.XvsEvent) string {
+	if e < bpf.XvsEventEVENT_MAX && eventNames[e] != "" {
+		return eventNames[e]
+	}
+	return fmt.Sprintf("event_%d", uint32(e))
+}
