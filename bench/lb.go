@@ -279,6 +279,16 @@ func (x *XVS) Start(ctx context.Context, tp *Topo) error {
 	return nil
 }
 
+// SetUDPScheduler changes the UDP service's scheduler: rr is scheduled
+// in the datapath (a ring), wlc by xvsd's workers.
+func (x *XVS) SetUDPScheduler(name string) error {
+	vip := netip.AddrPortFrom(x.tp.Addrs.VIP, udpPort).String()
+	if out, err := x.adm("-E", "-u", vip, "-s", name); err != nil {
+		return fmt.Errorf("xvsadm -E -u %s -s %s: %w: %s", vip, name, err, out)
+	}
+	return nil
+}
+
 func (x *XVS) adm(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -82,6 +82,11 @@ var Rows = []Row{
 	{Label: "same, xvs TC: forwarded/s", Key: "newflow_fwd", XVS: "xvs-tc", Prec: 0},
 	{Label: "  connections created/s", Key: "newflow_sched", XVS: "xvs-tc", Prec: 0},
 	{Label: "  first packets lost/s", Key: "newflow_lost", XVS: "xvs-tc", Prec: 0, NoRatio: true},
+	{Label: "same through xvsd's 2 workers (wlc, no ring), paced: conns created/s (xvs XDP)", Key: "newflow_punt_sched", XVS: "xvs", Prec: 0, NoRatio: true},
+	{Label: "  first packets lost/s", Key: "newflow_punt_lost", XVS: "xvs", Prec: 0, NoRatio: true},
+	{Label: "  xvsd CPU µs per connection created", Key: "newflow_punt_cpu_us_per_conn", XVS: "xvs", Prec: 2, NoRatio: true},
+	{Label: "same, xvs TC: conns created/s", Key: "newflow_punt_sched", XVS: "xvs-tc", Prec: 0, NoRatio: true},
+	{Label: "  first packets lost/s", Key: "newflow_punt_lost", XVS: "xvs-tc", Prec: 0, NoRatio: true},
 	{Label: "new UDP flows, live-frame flood: forwarded/s (xvs XDP)", Key: "flood_fwd", XVS: "xvs", Prec: 0},
 	{Label: "  reached the director/s", Key: "flood_offered", XVS: "xvs", Prec: 0},
 	{Label: "  connections created/s", Key: "flood_sched", XVS: "xvs", Prec: 0},
@@ -370,7 +375,7 @@ func runFlood(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, genCPU
 		res.Add("flood_est_kept", name, "ratio", r.Kept())
 		if r.Events != nil {
 			res.Note("%s: established flows under a flood: datapath events per second: %s", name, fmtEvents(r.Events, r.Duration))
-			res.Add("flood_est_flood_arrived", name, "pps", (r.Events["punt"]+r.Events["drop_punt_budget"])/r.Duration.Seconds())
+			res.Add("flood_est_flood_arrived", name, "pps", (r.Events["punt"]+r.Events["sched_new"]+r.Events["drop_punt_budget"])/r.Duration.Seconds())
 			res.Add("flood_est_budget", name, "pps", float64(cfg.floodBudget()))
 		}
 		t.Logf("%s: established %d flows under a flood of %.0f first packets/s: %.0f pps received (%.0f just before without it, kept %.2f), %d flood packets forwarded",
@@ -421,11 +426,31 @@ func runNewFlows(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, gen
 		fail("napi threads", err)
 		return
 	}
-	for _, m := range []struct {
-		key string
-		pps float64
-	}{{"newflow", cfg.NewFlowRate}, {"flood", 0}} {
+	type flowRun struct {
+		key   string
+		pps   float64 // offered first packets/s (0: as fast as it goes)
+		sched string  // the UDP service's scheduler for the run ("": rr)
+	}
+	runs := []flowRun{{"newflow", cfg.NewFlowRate, ""}, {"flood", 0, ""}}
+	x, isXVS := env.lb.(*XVS)
+	if isXVS {
+		// rr's first packets are scheduled in the datapath; wlc's go
+		// through the punt device to xvsd's two workers.
+		runs = append(runs, flowRun{"newflow_punt", cfg.NewFlowRate, "wlc"})
+	}
+	for _, m := range runs {
+		if m.sched != "" {
+			if err := x.SetUDPScheduler(m.sched); err != nil {
+				fail("new-flow rate ("+m.key+")", err)
+				continue
+			}
+		}
 		nf, err := env.NewFlows(ctx, cfg.PPSTime, cfg.Reps, genCPU, salt, m.pps)
+		if m.sched != "" {
+			if err := x.SetUDPScheduler("rr"); err != nil {
+				fail("new-flow rate ("+m.key+")", err)
+			}
+		}
 		for _, r := range nf {
 			res.Add(m.key+"_fwd", name, "flows/s", r.FlowsPerSec())
 			res.Add(m.key+"_offered", name, "pps", r.OfferedPerSec())
