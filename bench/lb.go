@@ -248,7 +248,10 @@ func (x *XVS) Start(ctx context.Context, tp *Topo) error {
 	}
 	x.cmd = tp.Dir.Exec(context.Background(), filepath.Join(x.Bin, "xvsd"),
 		"--iface", extIf, "--iface", intIf, "--mode", x.Mode, "--socket", x.sock,
-		"--bpffs", x.bpffs, "--tap", x.tap, "--state", x.state, "--metrics", xvsMetrics)
+		"--bpffs", x.bpffs, "--tap", x.tap, "--state", x.state, "--metrics", xvsMetrics,
+		// Room for the new-flow runs' half-open UDP conns (a quarter
+		// of it: 512k) while the 1 s UDP timeout expires them.
+		"--conn-max", "2097152")
 	x.cmd.Stdout, x.cmd.Stderr = x.log, x.log
 	if err := x.cmd.Start(); err != nil {
 		return errors.Join(fmt.Errorf("start xvsd: %w", err), x.Stop())
@@ -285,6 +288,14 @@ func (x *XVS) SetUDPScheduler(name string) error {
 	vip := netip.AddrPortFrom(x.tp.Addrs.VIP, udpPort).String()
 	if out, err := x.adm("-E", "-u", vip, "-s", name); err != nil {
 		return fmt.Errorf("xvsadm -E -u %s -s %s: %w: %s", vip, name, err, out)
+	}
+	return nil
+}
+
+// SetUDPTimeout sets the UDP timeout (xvsadm --set 0 0 seconds).
+func (x *XVS) SetUDPTimeout(seconds int) error {
+	if out, err := x.adm("--set", "0", "0", strconv.Itoa(seconds)); err != nil {
+		return fmt.Errorf("xvsadm --set 0 0 %d: %w: %s", seconds, err, out)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package bpf
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -131,3 +132,46 @@ func BenchmarkXDPForwardHit(b *testing.B) { benchHit(b, false) }
 
 // BenchmarkXDPReverseHit: the real server's reply, rewritten to the VIP.
 func BenchmarkXDPReverseHit(b *testing.B) { benchHit(b, true) }
+
+// BenchmarkXDPRingNew: a first packet of a service with a ring, each of
+// another flow (UDP, one run per syscall, so cold like the cold hit
+// figure): the pick, the install of both keys into the new pair, the
+// dest counter, then the hit path's rewrite and redirect. Capacity of the
+// datapath's own scheduling, without the generator and the veth that
+// bound make bench's end-to-end new-flow figure.
+func BenchmarkXDPRingNew(b *testing.B) {
+	n := min(b.N, 200000)
+	e := newEnvSized(b, map[string]uint32{"xvs_conns_new": uint32(n + 4096), "xvs_rconns_new": uint32(n + 4096)})
+	setupConns(e)
+	e.putRing(svcUDPID, []ringEnt{{destRS, rport}, {destRS, rport + 1}})
+	vip := ap(vip4, vport)
+	frames := make([][]byte, n)
+	for i := range frames {
+		cli := ap(netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/60000), 2}), uint16(2000+i%60000))
+		frames[i] = frame(cli, vip, testutil.ProtoUDP, 0, macCli, macExt).Bytes()
+	}
+	e.events()
+	var total time.Duration
+	b.ResetTimer()
+	err := e.ns.do(func() error {
+		for i := range frames {
+			ret, d, err := e.objs.XvsXdp.Benchmark(frames[i], 1, nil)
+			if err != nil {
+				return err
+			}
+			if ret != 4 { // XDP_REDIRECT
+				return fmt.Errorf("frame %d: verdict %d, want XDP_REDIRECT", i, ret)
+			}
+			total += d
+		}
+		return nil
+	})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ev := e.events(); ev[XvsEventEVENT_SCHED_NEW] != uint64(len(frames)) {
+		b.Fatalf("events %v after %d new flows", ev, len(frames))
+	}
+	b.ReportMetric(float64(total.Nanoseconds())/float64(len(frames)), "ns/op")
+}

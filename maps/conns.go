@@ -2,8 +2,9 @@ package maps
 
 // Connections live in two pairs of tables (bpf/maps.h, docs/datapath.md):
 //
-//   - the new pair, xvs_conns_new/xvs_rconns_new: a plain hash that only
-//     InstallConn fills. A conn starts here (state NONE, or any state
+//   - the new pair, xvs_conns_new/xvs_rconns_new: a plain hash that
+//     InstallConn fills, and the datapath for services it schedules itself
+//     (bpf/lib/sched.h). A conn starts here (state NONE, or any state
 //     reached without ESTABLISHED) and nothing evicts it behind our back,
 //     so the real servers' counters stay exact. When it is full,
 //     InstallConn makes room by removing the oldest half-open conn itself,

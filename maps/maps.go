@@ -55,7 +55,7 @@ type Maps struct {
 	vips      *ebpf.Map // service id -> its key, for the reverse lookup
 	conns     *ebpf.Map // main pair: established conns (LRU)
 	rconns    *ebpf.Map
-	nconns    *ebpf.Map // new pair: half-open conns (hash, only Go inserts)
+	nconns    *ebpf.Map // new pair: half-open conns (hash, nothing evicts)
 	nrconns   *ebpf.Map
 	dests     *ebpf.Map
 	svcStats  *ebpf.Map
