@@ -536,32 +536,44 @@ func (e *env) setStaleCfg() {
 	}
 }
 
-// reasons returns the reason counters summed over CPUs.
-func (e *env) reasons() map[XvsReason]uint64 {
+// counters returns the non-zero entries 0..n-1 of a per-CPU counter
+// array, summed over CPUs; with reset it zeroes them.
+func (e *env) counters(m *ebpf.Map, n uint32, reset bool) map[uint32]uint64 {
 	e.t.Helper()
-	out := map[XvsReason]uint64{}
-	for r := XvsReason(0); r < XvsReasonREASON_MAX; r++ {
+	out := map[uint32]uint64{}
+	zero := make([]uint64, ebpf.MustPossibleCPU())
+	for i := range n {
 		var per []uint64
-		if err := e.objs.XvsReasons.Lookup(uint32(r), &per); err != nil {
+		if err := m.Lookup(i, &per); err != nil {
 			e.t.Fatal(err)
 		}
 		for _, v := range per {
 			if v != 0 {
-				out[r] += v
+				out[i] += v
+			}
+		}
+		if reset {
+			if err := m.Put(i, zero); err != nil {
+				e.t.Fatal(err)
 			}
 		}
 	}
 	return out
 }
 
+// reasons returns the reason counters summed over CPUs.
+func (e *env) reasons() map[XvsReason]uint64 {
+	e.t.Helper()
+	out := map[XvsReason]uint64{}
+	for r, v := range e.counters(e.objs.XvsReasons, uint32(XvsReasonREASON_MAX), false) {
+		out[XvsReason(r)] = v
+	}
+	return out
+}
+
 func (e *env) resetReasons() {
 	e.t.Helper()
-	zero := make([]uint64, ebpf.MustPossibleCPU())
-	for r := uint32(0); r < uint32(XvsReasonREASON_MAX); r++ {
-		if err := e.objs.XvsReasons.Put(r, zero); err != nil {
-			e.t.Fatal(err)
-		}
-	}
+	e.counters(e.objs.XvsReasons, uint32(XvsReasonREASON_MAX), true)
 }
 
 // stats returns per-CPU stats of id in m summed.

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/cilium/ebpf"
-
 	"xvs/testutil"
 )
 
@@ -45,20 +43,8 @@ func (e *env) ringNext(svc uint32) uint32 {
 func (e *env) events() map[XvsEvent]uint64 {
 	e.t.Helper()
 	out := map[XvsEvent]uint64{}
-	zero := make([]uint64, ebpf.MustPossibleCPU())
-	for ev := XvsEvent(0); ev < XvsEventEVENT_MAX; ev++ {
-		var per []uint64
-		if err := e.objs.XvsEvents.Lookup(uint32(ev), &per); err != nil {
-			e.t.Fatal(err)
-		}
-		for _, v := range per {
-			if v != 0 {
-				out[ev] += v
-			}
-		}
-		if err := e.objs.XvsEvents.Put(uint32(ev), zero); err != nil {
-			e.t.Fatal(err)
-		}
+	for ev, v := range e.counters(e.objs.XvsEvents, uint32(XvsEventEVENT_MAX), true) {
+		out[XvsEvent(ev)] = v
 	}
 	return out
 }

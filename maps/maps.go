@@ -398,16 +398,23 @@ func (m *Maps) sumStats(mp *ebpf.Map, id uint32) (Stats, error) {
 // CPUs and indexed by bpf.XvsReason.
 func (m *Maps) Reasons() ([bpf.XvsReasonREASON_MAX]uint64, error) {
 	var out [bpf.XvsReasonREASON_MAX]uint64
+	err := m.sumPerCPU(m.reasons, out[:], func(i uint32) string { return "reason " + ReasonName(bpf.XvsReason(i)) })
+	return out, err
+}
+
+// sumPerCPU fills out[i] with entry i of the per-CPU counter array mp,
+// summed over CPUs; name(i) names the entry in errors.
+func (m *Maps) sumPerCPU(mp *ebpf.Map, out []uint64, name func(uint32) string) error {
 	per := make([]uint64, m.ncpu)
-	for r := range uint32(bpf.XvsReasonREASON_MAX) {
-		if err := m.reasons.Lookup(&r, &per); err != nil {
-			return out, fmt.Errorf("reason %s: %w", ReasonName(bpf.XvsReason(r)), err)
+	for i := range uint32(len(out)) {
+		if err := mp.Lookup(&i, &per); err != nil {
+			return fmt.Errorf("%s: %w", name(i), err)
 		}
 		for _, n := range per {
-			out[r] += n
+			out[i] += n
 		}
 	}
-	return out, nil
+	return nil
 }
 
 var reasonNames = [bpf.XvsReasonREASON_MAX]string{

@@ -69,16 +69,8 @@ func (m *Maps) RingTaken(id uint32) (uint32, bool, error) {
 // indexed by bpf.XvsEvent.
 func (m *Maps) Events() ([bpf.XvsEventEVENT_MAX]uint64, error) {
 	var out [bpf.XvsEventEVENT_MAX]uint64
-	per := make([]uint64, m.ncpu)
-	for e := range uint32(bpf.XvsEventEVENT_MAX) {
-		if err := m.events.Lookup(&e, &per); err != nil {
-			return out, fmt.Errorf("event %s: %w", EventName(bpf.XvsEvent(e)), err)
-		}
-		for _, n := range per {
-			out[e] += n
-		}
-	}
-	return out, nil
+	err := m.sumPerCPU(m.events, out[:], func(i uint32) string { return "event " + EventName(bpf.XvsEvent(i)) })
+	return out, err
 }
 
 var eventNames = [bpf.XvsEventEVENT_MAX]string{
