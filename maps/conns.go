@@ -129,8 +129,14 @@ func (m *Maps) installNew(ck, sk bpf.XvsConnKey, v bpf.XvsConn) error {
 	// xvs_rconns is looked up first: a key there of an older conn would
 	// shadow ours. Point it at ours; the datapath then misses in the main
 	// pair and finds ours in the new one.
-	rv := rconnOf(ck, v)
-	_ = m.rconns.Update(&sk, &rv, ebpf.UpdateExist)
+	// Only if it is there: an update of an LRU map takes a free node
+	// first, even one it refuses, and with none left that evicts an
+	// established conn's key (xvs_install writes in place instead).
+	var shadowed bpf.XvsRconn
+	if m.rconns.Lookup(&sk, &shadowed) == nil {
+		rv := rconnOf(ck, v)
+		_ = m.rconns.Update(&sk, &rv, ebpf.UpdateExist)
+	}
 	return nil
 }
 

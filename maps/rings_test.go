@@ -1,7 +1,11 @@
 package maps
 
 import (
+	"runtime"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"xvs/bpf"
 )
@@ -79,5 +83,81 @@ func TestEvents(t *testing.T) {
 	}
 	if EventName(bpf.XvsEventEVENT_SCHED_NEW) != "sched_new" || EventName(bpf.XvsEventEVENT_MAX) != "event_3" {
 		t.Errorf("names %q %q", EventName(bpf.XvsEventEVENT_SCHED_NEW), EventName(bpf.XvsEventEVENT_MAX))
+	}
+}
+
+// fillLRU fills an LRU map of conn keys to its capacity with keys no
+// conn uses, and returns how many entries it holds.
+func fillLRU(t *testing.T, mp *ebpf.Map) int {
+	t.Helper()
+	for i := range mp.MaxEntries() {
+		k := bpf.XvsConnKey{Proto: 6, Family: 2, Sport: uint16(i), Dport: uint16(i >> 16)}
+		k.Saddr[0], k.Daddr[0] = 192, 198
+		if err := mp.Put(&k, &bpf.XvsRconn{SvcId: 9}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return countEntries(t, mp)
+}
+
+func countEntries(t *testing.T, mp *ebpf.Map) int {
+	t.Helper()
+	n := 0
+	var k bpf.XvsConnKey
+	var v bpf.XvsRconn
+	it := mp.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestInstallIntoFullMainPair: installing half-open conns takes nothing
+// from a full main pair. An LRU map evicts its least recently used entry
+// for any update when it has no free node, even for an update it then
+// refuses, so the shadowing step must not update a key that is not there.
+func TestInstallIntoFullMainPair(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(map[bool]string{false: "InstallConn", true: "InstallConns"}[batch], func(t *testing.T) {
+			// One CPU for the fill and the installs: the LRU keeps a
+			// few free nodes per CPU, and another CPU's could hide
+			// an eviction.
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var one, all unix.CPUSet
+			if err := unix.SchedGetaffinity(0, &all); err != nil {
+				t.Fatal(err)
+			}
+			one.Set(0)
+			if err := unix.SchedSetaffinity(0, &one); err != nil {
+				t.Fatal(err)
+			}
+			defer unix.SchedSetaffinity(0, &all)
+			m, raw := newTestMaps(t)
+			full := fillLRU(t, raw.XvsRconns)
+			cs := make([]Conn, 100)
+			for i := range cs {
+				cs[i] = tcpConn(i)
+			}
+			errs := make([]error, len(cs))
+			if batch {
+				m.InstallConns(cs, errs)
+			} else {
+				for i, c := range cs {
+					errs[i] = m.InstallConn(c)
+				}
+			}
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("install %d: %v", i, err)
+				}
+			}
+			if n := countEntries(t, raw.XvsRconns); n != full {
+				t.Errorf("main pair's server-side table: %d entries after the installs, %d before", n, full)
+			}
+		})
 	}
 }

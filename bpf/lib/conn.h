@@ -332,10 +332,11 @@ static __always_inline int conn_install(const struct conn_key *ckey,
 					const struct conn *val, long *e)
 {
 	struct conn_key rk = {};
-	struct rconn rv = {}, wv = {};
+	struct rconn rv = {}, wv = {}, *old;
 	struct conn *cur;
 	long err;
 
+	_Static_assert(sizeof(struct rconn) == 8, "rconn is one word");
 	if (conn_exists(ckey))
 		return INST_EXISTS;
 	conn_rconn(&rv, ckey, val);
@@ -371,8 +372,14 @@ static __always_inline int conn_install(const struct conn_key *ckey,
 	}
 	/* xvs_rconns is looked up first: a key there of an older conn would
 	 * shadow ours. Point it at ours; the datapath then misses in the main
-	 * pair and finds ours in the new one. */
-	bpf_map_update_elem(&xvs_rconns, skey, &rv, BPF_EXIST);
+	 * pair and finds ours in the new one. In place, with one 8-byte
+	 * store: any update of an LRU map takes a free node first, even one
+	 * it then refuses (BPF_EXIST on a missing key), and with no free node
+	 * left that evicts the least recently used entry — an established
+	 * conn's server-side key, for a conn that may never be established. */
+	old = bpf_map_lookup_elem(&xvs_rconns, skey);
+	if (old)
+		*(volatile __u64 *)old = *(__u64 *)&rv;
 	return INST_OK;
 }
 
