@@ -75,7 +75,7 @@ const volatile enum inst_result xvs_enum_inst_result;
 static __always_inline int install_rec(struct inst *r, __s32 *e)
 {
 	long err = 0;
-	int res = conn_install(&r->ckey, &r->skey, &r->val, &err);
+	int res = conn_install(&r->ckey, &r->skey, &r->val, &err, 0);
 
 	*e = err;
 	return res;

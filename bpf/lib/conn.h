@@ -320,7 +320,9 @@ static __always_inline int conn_exists(const struct conn_key *ckey)
  * counters are the caller's.
  *
  *   refuse a client-side key either pair has (a race with another
- *   installer or a conn that exists: the caller looks it up);
+ *   installer or a conn that exists: the caller looks it up); with missed
+ *   set the caller's own lookup just missed in both pairs, and only the
+ *   new pair's BPF_NOEXIST insert below catches a racing installer;
  *   server-side key first, so that a reply can never miss a conn the
  *   datapath already forwards; then the client-side key (BPF_NOEXIST); on
  *   a lost race keep the winner's server-side key;
@@ -329,7 +331,8 @@ static __always_inline int conn_exists(const struct conn_key *ckey)
  */
 static __always_inline int conn_install(const struct conn_key *ckey,
 					const struct conn_key *skey,
-					const struct conn *val, long *e)
+					const struct conn *val, long *e,
+					int missed)
 {
 	struct conn_key rk = {};
 	struct rconn rv = {}, wv = {}, *old;
@@ -337,7 +340,7 @@ static __always_inline int conn_install(const struct conn_key *ckey,
 	long err;
 
 	_Static_assert(sizeof(struct rconn) == 8, "rconn is one word");
-	if (conn_exists(ckey))
+	if (!missed && conn_exists(ckey))
 		return INST_EXISTS;
 	conn_rconn(&rv, ckey, val);
 	err = bpf_map_update_elem(&xvs_rconns_new, skey, &rv, BPF_ANY);

@@ -95,7 +95,8 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
 		return SCHED_NONE;
 	__builtin_memset(skey, 0, sizeof(*skey));
 	conn_rkey(skey, &p->key, &val, d);
-	res = conn_install(&p->key, skey, &val, &err);
+	/* The packet's conn_find just missed in both pairs. */
+	res = conn_install(&p->key, skey, &val, &err, 1);
 	if (res == INST_OK) {
 		__sync_fetch_and_add(&d->inactive, 1);
 		event_count(EVENT_SCHED_NEW);
@@ -105,8 +106,12 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
 	} else if (res != INST_EXISTS) {
 		return SCHED_NONE;
 	}
-	/* Ours, or one another CPU installed for the same flow meanwhile. */
-	if (!conn_by_ckey(&p->key, 0, h))
+	/* Ours, or one another CPU installed into the new pair for the
+	 * same flow meanwhile: a hit there, as conn_find would leave it. */
+	h->out = 0;
+	h->ckey = &p->key;
+	h->c = bpf_map_lookup_elem(&xvs_conns_new, &p->key);
+	if (!h->c || !conn_fresh(h))
 		return SCHED_NONE;
 	return SCHED_NEW;
 }
