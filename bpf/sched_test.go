@@ -2,8 +2,10 @@ package bpf
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 
+	"xvs/sched"
 	"xvs/testutil"
 )
 
@@ -17,11 +19,18 @@ type ringEnt struct {
 	port uint16
 }
 
-// putRing gives service svc the ring ents, no pick taken.
+// putRing gives service svc the sequence ring ents, no pick taken.
 func (e *env) putRing(svc uint32, ents []ringEnt) {
 	e.t.Helper()
+	e.putRingKind(svc, XvsRingKindRING_SEQ, 0, ents)
+}
+
+// putRingKind gives service svc a ring of kind and flags.
+func (e *env) putRingKind(svc uint32, kind XvsRingKind, flags XvsRingFlags, ents []ringEnt) {
+	e.t.Helper()
 	r := new(XvsRing)
-	r.Len = uint32(len(ents))
+	r.Len = uint16(len(ents))
+	r.Kind, r.Flags = uint8(kind), uint8(flags)
 	for i, en := range ents {
 		r.Ents[i] = XvsRingEnt{DestId: en.dest, Port: be16(en.port)}
 	}
@@ -212,5 +221,84 @@ func TestRingFullNewPair(t *testing.T) {
 				t.Errorf("events %v, want %v", ev, want)
 			}
 		})
+	}
+}
+
+// TestRingHash: sh's and dh's rings are indexed by the packet's bucket,
+// hashed as package sched hashes it (and tested there to be what its
+// schedulers pick); a bucket without a real server goes to the daemon.
+func TestRingHash(t *testing.T) {
+	e := newEnv(t)
+	setupConns(e)
+	for fi, fa := range families {
+		id := uint32(destRing + fi*v6IDs)
+		e.setDestAddr(id, fa.rs)
+		e.putDest(id, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
+	}
+	n := uint16(0)
+	for _, en := range entries {
+		for fi, fa := range families {
+			for _, c := range []struct {
+				name  string
+				kind  XvsRingKind
+				flags XvsRingFlags
+			}{
+				{"sh", XvsRingKindRING_SRC_HASH, 0},
+				{"sh-port", XvsRingKindRING_SRC_HASH, XvsRingFlagsRING_F_PORT},
+				{"dh", XvsRingKindRING_DST_HASH, 0},
+			} {
+				svc := uint32(svcTCPID + fi*v6IDs)
+				rs, other := uint32(destRS+fi*v6IDs), uint32(destRing+fi*v6IDs)
+				ring := make([]ringEnt, sched.HashBuckets)
+				for b := range ring {
+					switch {
+					case b%5 == 0:
+						ring[b] = ringEnt{0xffffffff, 0}
+					case b%2 == 0:
+						ring[b] = ringEnt{rs, rport}
+					default:
+						ring[b] = ringEnt{other, rport + 1}
+					}
+				}
+				t.Run(fmt.Sprintf("%s/%s/%s", en.name, fa.name, c.name), func(t *testing.T) {
+					e.putRingKind(svc, c.kind, c.flags, ring)
+					defer e.objs.XvsRings.Delete(svc)
+					seen := map[bool]int{}
+					for k := range 24 {
+						n++
+						// Clients spread over addresses and ports.
+						a := fa.cli.As16()
+						a[15] += byte(k)
+						ca := netip.AddrFrom16(a)
+						if fa.cli.Is4() {
+							ca = ca.Unmap()
+						}
+						cli, vip := ap(ca, 23000+n), ap(fa.vip, vport)
+						b := sched.SourceHashBucket(cli, c.flags != 0)
+						if c.kind == XvsRingKindRING_DST_HASH {
+							b = sched.DestHashBucket(vip.Addr())
+						}
+						pick := ring[b]
+						f := frame(cli, vip, testutil.ProtoTCP, testutil.TCPSyn, macCli, macExt)
+						if pick.dest == 0xffffffff {
+							e.check(t, en, dpCase{in: f.Bytes(), ingress: e.ext.index, want: vRedirect, reason: XvsReasonREASON_PUNT})
+							seen[false]++
+							continue
+						}
+						out := f
+						out.Dst, out.DstPort, out.TTL, out.DstMAC, out.SrcMAC = fa.rs, pick.port, 63, macRS, macInt
+						e.check(t, en, dpCase{in: f.Bytes(), ingress: e.ext.index, want: vRedirect,
+							out: out.Bytes(), reason: XvsReasonREASON_FWD_IN})
+						if cn := e.conn(connKey(cli, vip, testutil.ProtoTCP)); cn.DestId != pick.dest {
+							t.Errorf("client %v (bucket %d): conn to dest %d, want %d", cli, b, cn.DestId, pick.dest)
+						}
+						seen[true]++
+					}
+					if c.kind != XvsRingKindRING_DST_HASH && (seen[true] == 0 || seen[false] == 0) {
+						t.Errorf("24 clients met %d scheduled and %d daemon buckets; want both kinds", seen[true], seen[false])
+					}
+				})
+			}
+		}
 	}
 }

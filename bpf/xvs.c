@@ -45,6 +45,8 @@ const volatile enum family xvs_enum_family;
 const volatile enum conn_flags xvs_enum_cflags;
 const volatile enum dest_flags xvs_enum_dflags;
 const volatile enum event xvs_enum_event;
+const volatile enum ring_kind xvs_enum_ring_kind;
+const volatile enum ring_flags xvs_enum_ring_flags;
 const volatile enum inst_result xvs_enum_inst_result;
 
 /* hit_xdp: a hit from conn_admit on; ifindex is the ingress device. */

@@ -150,9 +150,12 @@ struct dest {
  * scheduler's picks depend on nothing but its own state (rr and wrr
  * without persistence or thresholds), the daemon writes one full cycle of
  * its picks here (sched.Pool.Cycle); the datapath takes the next one with
- * an atomic add and installs the conn itself (lib/sched.h) instead of
- * sending the first packet to the daemon. A service without a ring, or
- * whose ring pick is not usable, is punted as before.
+ * an atomic add. For sh and dh (same conditions) it writes the pick of
+ * each of the 256 hash buckets (sched.Pool.HashTable); the datapath
+ * hashes the packet as the scheduler does. Either way the datapath
+ * installs the conn itself (lib/sched.h) instead of sending the first
+ * packet to the daemon. A service without a ring, or whose ring pick is
+ * not usable, is punted as before.
  */
 #define XVS_RING_MAX 1024 /* a power of two (lib/sched.h masks with it) */
 
@@ -162,9 +165,26 @@ struct ring_ent {
 	__u16 pad;
 };
 
+/* How a ring is indexed (lib/sched.h). */
+enum ring_kind {
+	RING_SEQ = 0,      /* rr, wrr: pick k is ents[k % len] */
+	RING_SRC_HASH = 1, /* sh: ents[hash_32(fold(client addr)
+			    * [+ client port with RING_F_PORT], 8)], len 256 */
+	RING_DST_HASH = 2, /* dh: ents[hash_32(fold(VIP), 8)], len 256 */
+};
+
+enum ring_flags {
+	RING_F_PORT = 1, /* sh-port: the client port joins the hash */
+};
+
+/* A hash ring's entry without a usable real server: the daemon answers. */
+#define XVS_RING_NONE 0xffffffffU
+
 struct ring {
-	__u32 next; /* picks taken, datapath state: the next is ents[next % len] */
-	__u32 len;  /* 1 .. XVS_RING_MAX */
+	__u32 next;  /* RING_SEQ: picks taken, datapath state */
+	__u16 len;   /* 1 .. XVS_RING_MAX */
+	__u8 kind;   /* enum ring_kind */
+	__u8 flags;  /* enum ring_flags */
 	struct ring_ent ents[XVS_RING_MAX];
 };
 

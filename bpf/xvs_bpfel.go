@@ -154,10 +154,12 @@ const (
 )
 
 type XvsRing struct {
-	_    structs.HostLayout
-	Next uint32
-	Len  uint32
-	Ents [1024]XvsRingEnt
+	_     structs.HostLayout
+	Next  uint32
+	Len   uint16
+	Kind  uint8
+	Flags uint8
+	Ents  [1024]XvsRingEnt
 }
 
 type XvsRingEnt struct {
@@ -166,6 +168,20 @@ type XvsRingEnt struct {
 	Port   uint16
 	Pad    uint16
 }
+
+type XvsRingFlags uint32
+
+const (
+	XvsRingFlagsRING_F_PORT XvsRingFlags = 1
+)
+
+type XvsRingKind uint32
+
+const (
+	XvsRingKindRING_SEQ      XvsRingKind = 0
+	XvsRingKindRING_SRC_HASH XvsRingKind = 1
+	XvsRingKindRING_DST_HASH XvsRingKind = 2
+)
 
 type XvsStats struct {
 	_        structs.HostLayout
@@ -238,6 +254,8 @@ const (
 	XvsVarXvsEnumFamily     = "xvs_enum_family"
 	XvsVarXvsEnumInstResult = "xvs_enum_inst_result"
 	XvsVarXvsEnumReason     = "xvs_enum_reason"
+	XvsVarXvsEnumRingFlags  = "xvs_enum_ring_flags"
+	XvsVarXvsEnumRingKind   = "xvs_enum_ring_kind"
 	XvsVarXvsEnumState      = "xvs_enum_state"
 )
 
@@ -322,6 +340,8 @@ type XvsVariableSpecs struct {
 	XvsEnumFamily     *ebpf.VariableSpec `ebpf:"xvs_enum_family"`
 	XvsEnumInstResult *ebpf.VariableSpec `ebpf:"xvs_enum_inst_result"`
 	XvsEnumReason     *ebpf.VariableSpec `ebpf:"xvs_enum_reason"`
+	XvsEnumRingFlags  *ebpf.VariableSpec `ebpf:"xvs_enum_ring_flags"`
+	XvsEnumRingKind   *ebpf.VariableSpec `ebpf:"xvs_enum_ring_kind"`
 	XvsEnumState      *ebpf.VariableSpec `ebpf:"xvs_enum_state"`
 }
 
@@ -400,6 +420,8 @@ type XvsVariables struct {
 	XvsEnumFamily     *ebpf.Variable `ebpf:"xvs_enum_family"`
 	XvsEnumInstResult *ebpf.Variable `ebpf:"xvs_enum_inst_result"`
 	XvsEnumReason     *ebpf.Variable `ebpf:"xvs_enum_reason"`
+	XvsEnumRingFlags  *ebpf.Variable `ebpf:"xvs_enum_ring_flags"`
+	XvsEnumRingKind   *ebpf.Variable `ebpf:"xvs_enum_ring_kind"`
 	XvsEnumState      *ebpf.Variable `ebpf:"xvs_enum_state"`
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"xvs/ctl/ctltest"
 	"xvs/maps"
+	"xvs/sched"
 )
 
 // ringOfTable returns service vip's ring as "addr:port" picks, or "-" if
@@ -167,4 +168,61 @@ func destAddrOf(tb *Table, e maps.RingEnt) netip.AddrPort {
 		}
 	}
 	return netip.AddrPort{}
+}
+
+// TestHashRings: sh and dh services get the pick of each hash bucket, a
+// bucket without a usable real server marked as such; mh gets none.
+func TestHashRings(t *testing.T) {
+	tests := []struct {
+		name string
+		sch  string
+		kind maps.RingKind
+		port bool
+	}{
+		{"sh", "-s sh", maps.RingSrcHash, false},
+		{"sh-port", "-s sh -b sh-port", maps.RingSrcHash, true},
+		{"sh-fallback", "-s sh -b sh-fallback", maps.RingSrcHash, false},
+		{"dh", "-s dh", maps.RingDstHash, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dp := ctltest.New()
+			tb := NewTable(dp, TableOptions{})
+			must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 "+tt.sch, "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m",
+				"-a -t 10.0.0.1:80 -r 172.16.0.3:80 -m -w 0", "-a -t 10.0.0.1:80 -r 172.16.0.4:8080 -m -w 2"), nil))
+			s := tb.svcs[svcKey{proto: protoTCP, addr: netip.MustParseAddrPort("10.0.0.1:80")}]
+			r := dp.Rings[s.id]
+			if r == nil || !s.ring {
+				t.Fatal("no ring")
+			}
+			if r.Kind != tt.kind || r.Port != tt.port || len(r.Ents) != sched.HashBuckets {
+				t.Fatalf("ring kind %d port %v with %d entries", r.Kind, r.Port, len(r.Ents))
+			}
+			tab, ok := s.pool.HashTable()
+			if !ok {
+				t.Fatal("pool has no hash table")
+			}
+			none := 0
+			for b, d := range tab.Dests {
+				want := maps.RingNone
+				if d != nil {
+					want = maps.RingEnt{DestID: s.byAddr[d.Addr].id, Port: d.Addr.Port()}
+				} else {
+					none++
+				}
+				if r.Ents[b] != want {
+					t.Fatalf("bucket %d: %+v, want %+v", b, r.Ents[b], want)
+				}
+			}
+			if fallback := strings.Contains(tt.sch, "fallback"); fallback != (none == 0) {
+				t.Errorf("%d buckets without a real server", none)
+			}
+		})
+	}
+	dp := ctltest.New()
+	tb := NewTable(dp, TableOptions{})
+	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s mh", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m"), nil))
+	if len(dp.Rings) != 0 {
+		t.Errorf("mh: %d rings, want none", len(dp.Rings))
+	}
 }

@@ -30,7 +30,7 @@ type datapath interface {
 	ServiceStats(id uint32) (maps.Stats, error)
 	DestStats(id uint32) (maps.Stats, error)
 	SetBudget(id uint32, global bool, rate, burst uint64) error
-	PutRing(id uint32, ents []maps.RingEnt) error
+	PutRing(id uint32, r maps.Ring) error
 	DeleteRing(id uint32) error
 	RingTaken(id uint32) (taken uint32, ok bool, err error)
 }
@@ -214,7 +214,9 @@ func (t *Table) Apply(cmds []ipvsadm.Command, lines []int) error {
 // Rings (bpf/lib/sched.h): a service whose pool's picks are a fixed
 // cycle (sched.Pool.Cycle: rr and wrr without persistence or thresholds)
 // has that cycle in the datapath, which schedules the service's first
-// packets itself, without the punt device's round trip. The pool stays
+// packets itself, without the punt device's round trip; so does one whose
+// picks depend on a hash bucket alone (sched.Pool.HashTable: sh and dh,
+// same conditions), with the pick of each bucket. The pool stays
 // the source of the sequence: before commands change such a service, its
 // pool catches up with the picks the datapath took (catchUp), so that the
 // change meets the scheduler where IPVS's would be; after them the ring
@@ -255,8 +257,8 @@ func (t *Table) catchUp(cmds []ipvsadm.Command) map[svcKey]bool {
 // syncRing writes svc's ring from its pool, or removes it when the pool's
 // picks are not a fixed cycle (or rings are off).
 func (t *Table) syncRing(svc *service) error {
-	if ents, ok := t.ringOf(svc); ok {
-		if err := t.dp.PutRing(svc.id, ents); err != nil {
+	if r, ok := t.ringOf(svc); ok {
+		if err := t.dp.PutRing(svc.id, r); err != nil {
 			return fmt.Errorf("service %v: %w", svc.cfg.Addr, err)
 		}
 		svc.ring = true
@@ -269,28 +271,47 @@ func (t *Table) syncRing(svc *service) error {
 	return nil
 }
 
-// ringOf is svc's pool's cycle as datapath picks.
-func (t *Table) ringOf(svc *service) ([]maps.RingEnt, bool) {
+// ringOf is svc's pool's cycle (rr, wrr) or hash table (sh, dh) as
+// datapath picks.
+func (t *Table) ringOf(svc *service) (maps.Ring, bool) {
 	if t.noRings {
-		return nil, false
+		return maps.Ring{}, false
 	}
-	cycle, ok := svc.pool.Cycle(maps.RingMax)
-	if !ok {
-		return nil, false
-	}
-	ents := make([]maps.RingEnt, len(cycle))
-	for i, d := range cycle {
+	ent := func(d *sched.Dest) (maps.RingEnt, bool) {
+		if d == nil {
+			return maps.RingNone, true
+		}
 		nd := svc.byAddr[d.Addr]
 		if nd == nil {
-			return nil, false
+			return maps.RingEnt{}, false
 		}
 		port := d.Addr.Port()
 		if port == 0 {
 			port = svc.cfg.Addr.Port()
 		}
-		ents[i] = maps.RingEnt{DestID: nd.id, Port: port}
+		return maps.RingEnt{DestID: nd.id, Port: port}, true
 	}
-	return ents, true
+	var r maps.Ring
+	var picks []*sched.Dest
+	if cycle, ok := svc.pool.Cycle(maps.RingMax); ok {
+		r.Kind, picks = maps.RingSeq, cycle
+	} else if tab, ok := svc.pool.HashTable(); ok {
+		r.Kind, r.Port, picks = maps.RingSrcHash, tab.Port, tab.Dests[:]
+		if tab.Kind == sched.HashDest {
+			r.Kind = maps.RingDstHash
+		}
+	} else {
+		return maps.Ring{}, false
+	}
+	r.Ents = make([]maps.RingEnt, len(picks))
+	for i, d := range picks {
+		e, ok := ent(d)
+		if !ok {
+			return maps.Ring{}, false
+		}
+		r.Ents[i] = e
+	}
+	return r, true
 }
 
 func (t *Table) apply(c *ipvsadm.Command) error {

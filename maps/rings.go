@@ -14,24 +14,52 @@ import (
 const RingMax = len(bpf.XvsRing{}.Ents)
 
 // RingEnt is one pick of a datapath scheduling ring: a real server by its
-// dest id and port.
+// dest id and port, or RingNone.
 type RingEnt struct {
 	DestID uint32
 	Port   uint16
 }
 
-// PutRing makes the datapath schedule service id's first packets itself,
-// taking ents in order and over again (lib/sched.h), starting with
-// ents[0]. It replaces the service's ring whole. Each dest id must have
-// been given its address with SetDest.
-func (m *Maps) PutRing(id uint32, ents []RingEnt) error {
+// RingNone is a hash bucket without a usable real server: the datapath
+// sends its first packets to the daemon, which answers them.
+var RingNone = RingEnt{DestID: 0xffffffff}
+
+// RingKind says how the datapath indexes a ring (enum ring_kind).
+type RingKind uint8
+
+const (
+	// RingSeq: pick k is Ents[k % len] (rr, wrr).
+	RingSeq = RingKind(bpf.XvsRingKindRING_SEQ)
+	// RingSrcHash: Ents[sched.SourceHashBucket(client, Port)] (sh).
+	RingSrcHash = RingKind(bpf.XvsRingKindRING_SRC_HASH)
+	// RingDstHash: Ents[sched.DestHashBucket(VIP)] (dh).
+	RingDstHash = RingKind(bpf.XvsRingKindRING_DST_HASH)
+)
+
+// Ring is what the datapath schedules a service's first packets from.
+type Ring struct {
+	Kind RingKind
+	Port bool // RingSrcHash: the client port joins the hash (sh-port)
+	Ents []RingEnt
+}
+
+// PutRing makes the datapath schedule service id's first packets itself
+// (lib/sched.h): a RingSeq ring from Ents[0] on, over and over; a hash
+// ring by the packet's bucket. It replaces the service's ring whole. Each
+// dest id must have been given its address with SetDest.
+func (m *Maps) PutRing(id uint32, ring Ring) error {
+	ents := ring.Ents
 	if len(ents) == 0 || len(ents) > RingMax {
 		return fmt.Errorf("put ring of service %d: %d picks, want 1..%d", id, len(ents), RingMax)
 	}
 	r := new(bpf.XvsRing)
-	r.Len = uint32(len(ents))
+	r.Len = uint16(len(ents))
+	r.Kind = uint8(ring.Kind)
+	if ring.Port {
+		r.Flags = uint8(bpf.XvsRingFlagsRING_F_PORT)
+	}
 	for i, e := range ents {
-		if e.DestID >= m.destMax {
+		if e != RingNone && e.DestID >= m.destMax {
 			return fmt.Errorf("put ring of service %d: dest id %d out of range", id, e.DestID)
 		}
 		r.Ents[i] = bpf.XvsRingEnt{DestId: e.DestID, Port: portBE(e.Port)}

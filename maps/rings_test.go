@@ -19,7 +19,7 @@ func TestRings(t *testing.T) {
 		t.Fatalf("RingTaken of a service without ring: ok %v err %v", ok, err)
 	}
 	ents := []RingEnt{{DestID: 5, Port: 8080}, {DestID: 6, Port: 80}}
-	if err := m.PutRing(3, ents); err != nil {
+	if err := m.PutRing(3, Ring{Ents: ents}); err != nil {
 		t.Fatal(err)
 	}
 	var r bpf.XvsRing
@@ -39,19 +39,29 @@ func TestRings(t *testing.T) {
 		t.Errorf("RingTaken %d %v %v, want 7", n, ok, err)
 	}
 	// A new ring starts afresh.
-	if err := m.PutRing(3, ents[:1]); err != nil {
+	if err := m.PutRing(3, Ring{Ents: ents[:1]}); err != nil {
 		t.Fatal(err)
 	}
 	if n, ok, err := m.RingTaken(3); err != nil || !ok || n != 0 {
 		t.Errorf("RingTaken after PutRing %d %v %v, want 0", n, ok, err)
 	}
 	for _, bad := range [][]RingEnt{nil, make([]RingEnt, RingMax+1), {{DestID: 1 << 30}}} {
-		if err := m.PutRing(4, bad); err == nil {
+		if err := m.PutRing(4, Ring{Ents: bad}); err == nil {
 			t.Errorf("PutRing of %d picks (first dest %v) succeeded", len(bad), bad)
 		}
 	}
 	if _, ok, _ := m.RingTaken(4); ok {
 		t.Error("a refused ring was written")
+	}
+	// A hash ring: kind, sh-port flag, and buckets without a real server.
+	if err := m.PutRing(5, Ring{Kind: RingSrcHash, Port: true, Ents: []RingEnt{RingNone, {DestID: 5, Port: 80}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.XvsRings.Lookup(uint32(5), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Kind != uint8(bpf.XvsRingKindRING_SRC_HASH) || r.Flags != uint8(bpf.XvsRingFlagsRING_F_PORT) || r.Len != 2 || r.Ents[0].DestId != 0xffffffff {
+		t.Errorf("hash ring kind %d flags %d len %d first dest %#x", r.Kind, r.Flags, r.Len, r.Ents[0].DestId)
 	}
 	for range 2 { // deleting what is gone is no error
 		if err := m.DeleteRing(3); err != nil {

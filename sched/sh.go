@@ -37,7 +37,13 @@ func (s *sourceHash) pick(e *env, _ []*Dest, f Flow) *Dest {
 	if e.flags&FlagPort != 0 {
 		v += l4Port(f)
 	}
-	ihash := shKey(v, 0)
+	return s.pickBucket(e, shKey(v, 0))
+}
+
+// pickBucket is the pick of a flow whose hash is ihash. The fallback's
+// probe keys, shKey(v, (off+ihash) % 256), are (off + 2*ihash) % 256 (as
+// in ip_vs_sh.c), so the pick depends on ihash alone.
+func (s *sourceHash) pickBucket(e *env, ihash uint32) *Dest {
 	d := s.buckets[ihash]
 	if d == nil {
 		return nil
@@ -49,7 +55,7 @@ func (s *sourceHash) pick(e *env, _ []*Dest, f Flow) *Dest {
 		return nil
 	}
 	for off := uint32(0); off < 1<<hashTabBits; off++ {
-		d := s.buckets[shKey(v, (off+ihash)%(1<<hashTabBits))]
+		d := s.buckets[(off+ihash+ihash)%(1<<hashTabBits)]
 		if d == nil {
 			return nil
 		}

@@ -116,10 +116,12 @@ type InstallRconn struct {
 }
 
 type InstallRing struct {
-	_    structs.HostLayout
-	Next uint32
-	Len  uint32
-	Ents [1024]struct {
+	_     structs.HostLayout
+	Next  uint32
+	Len   uint16
+	Kind  uint8
+	Flags uint8
+	Ents  [1024]struct {
 		_      structs.HostLayout
 		DestId uint32
 		Port   uint16

@@ -2,8 +2,11 @@
 /*
  * sched.h: first packets scheduled in the datapath. A service the daemon
  * gave a ring (struct ring, xvs_rings: one full cycle of its rr or wrr
- * scheduler's picks) gets its new conns here, in the packet's own pass:
- * the next pick by an atomic add, the conn installed into the new pair
+ * scheduler's picks, or the pick of each hash bucket of its sh or dh
+ * scheduler) gets its new conns here, in the packet's own pass: the next
+ * pick by an atomic add, or the packet's bucket hashed as the scheduler
+ * hashes it (host-order fold of the address, the kernel's hash_32), the
+ * conn installed into the new pair
  * with conn_install (the checks of the daemon's installs), the real
  * server's InActConn counted, and the packet goes on as a hit. The punt
  * device's round trip through the daemon, which costs about 17 us of its
@@ -36,6 +39,23 @@ static __always_inline void event_count(__u32 ev)
 
 	if (v)
 		*v += 1;
+}
+
+/* sched_fold: an address as the host-order 32-bit value IPVS's sh and dh
+ * hash: the IPv4 address, or the XOR of the four words of an IPv6 one. */
+static __always_inline __u32 sched_fold(const __u8 *a, __u8 family)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	if (family == FAMILY_INET)
+		return bpf_ntohl(w[0]);
+	return bpf_ntohl(w[0] ^ w[1] ^ w[2] ^ w[3]);
+}
+
+/* sched_hash8: the kernel's hash_32(v, 8). */
+static __always_inline __u32 sched_hash8(__u32 v)
+{
+	return (v * 0x61C88647U) >> 24;
 }
 
 /* sched_conn: the new conn of first packet p to real server d, port port,
@@ -75,13 +95,31 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
 	len = r->len;
 	if (!len || len > XVS_RING_MAX)
 		return SCHED_NONE;
-	i = __sync_fetch_and_add(&r->next, 1) % len;
+	switch (r->kind) {
+	case RING_SEQ:
+		i = __sync_fetch_and_add(&r->next, 1);
+		break;
+	case RING_SRC_HASH:
+		i = sched_fold(p->key.saddr, p->key.family);
+		if (r->flags & RING_F_PORT)
+			i += bpf_ntohs(p->key.sport);
+		i = sched_hash8(i);
+		break;
+	case RING_DST_HASH:
+		i = sched_hash8(sched_fold(p->key.daddr, p->key.family));
+		break;
+	default:
+		return SCHED_NONE;
+	}
+	i %= len;
 	/* i < len <= XVS_RING_MAX already; the mask, which the compiler
 	 * cannot drop behind xvs_opaque, shows the verifier. */
 	xvs_opaque(i);
 	i &= XVS_RING_MAX - 1;
 	e = &r->ents[i];
 	id = e->dest_id;
+	if (id == XVS_RING_NONE)
+		return SCHED_NONE; /* no usable real server: the daemon answers */
 	d = bpf_map_lookup_elem(&xvs_dests, &id);
 	if (!d || !(d->flags & DEST_F_AVAILABLE) ||
 	    d->family != p->key.family) {

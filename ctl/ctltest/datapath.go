@@ -28,10 +28,10 @@ type Datapath struct {
 	Rings map[uint32]*Ring
 }
 
-// Ring is a service's datapath scheduling ring: its picks, and how many
-// the datapath took (TakeRing).
+// Ring is a service's datapath scheduling ring and how many picks the
+// datapath took from it (TakeRing).
 type Ring struct {
-	Ents  []maps.RingEnt
+	maps.Ring
 	Taken uint32
 }
 
@@ -261,13 +261,14 @@ func (f *Datapath) SetBudget(id uint32, global bool, rate, burst uint64) error {
 }
 
 // PutRing records a service's ring, with no pick taken.
-func (f *Datapath) PutRing(id uint32, ents []maps.RingEnt) error {
+func (f *Datapath) PutRing(id uint32, r maps.Ring) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(ents) == 0 || len(ents) > maps.RingMax {
-		return fmt.Errorf("put ring of service %d: %d picks", id, len(ents))
+	if len(r.Ents) == 0 || len(r.Ents) > maps.RingMax {
+		return fmt.Errorf("put ring of service %d: %d picks", id, len(r.Ents))
 	}
-	f.Rings[id] = &Ring{Ents: append([]maps.RingEnt(nil), ents...)}
+	r.Ents = append([]maps.RingEnt(nil), r.Ents...)
+	f.Rings[id] = &Ring{Ring: r}
 	return nil
 }
 
@@ -290,13 +291,13 @@ func (f *Datapath) RingTaken(id uint32) (uint32, bool, error) {
 	return r.Taken, true, nil
 }
 
-// TakeRing takes the next pick of a service's ring, as the datapath does
-// for a first packet.
+// TakeRing takes the next pick of a service's sequence ring, as the
+// datapath does for a first packet.
 func (f *Datapath) TakeRing(id uint32) (maps.RingEnt, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r := f.Rings[id]
-	if r == nil {
+	if r == nil || r.Kind != maps.RingSeq {
 		return maps.RingEnt{}, false
 	}
 	e := r.Ents[int(r.Taken)%len(r.Ents)]
