@@ -82,6 +82,7 @@ func TestRingScheduling(t *testing.T) {
 				rs, other := uint32(destRS+fi*v6IDs), uint32(destRing+fi*v6IDs)
 				ring := []ringEnt{{rs, rport}, {other, rport + 1}, {rs, rport}}
 				t.Run(fmt.Sprintf("%s/%s/%s", en.name, fa.name, pr.name), func(t *testing.T) {
+					e := e.with(t)
 					e.putRing(svc, ring)
 					defer e.objs.XvsRings.Delete(svc)
 					before := map[uint32]XvsDest{rs: e.dest(rs), other: e.dest(other)}
@@ -144,6 +145,7 @@ func TestRingFallback(t *testing.T) {
 	global := e.objs.XvsBudget.MaxEntries() - 1
 	for _, en := range entries {
 		t.Run(en.name+"/unusable dest punts", func(t *testing.T) {
+			e := e.with(t)
 			e.putRing(svcTCPID, []ringEnt{{destGone, rport}})
 			defer e.objs.XvsRings.Delete(uint32(svcTCPID))
 			e.events()
@@ -154,6 +156,7 @@ func TestRingFallback(t *testing.T) {
 			}
 		})
 		t.Run(en.name+"/written back frame is scheduled", func(t *testing.T) {
+			e := e.with(t)
 			e.putRing(svcTCPID, []ringEnt{{destRS, rport}})
 			defer e.objs.XvsRings.Delete(uint32(svcTCPID))
 			// The budget was taken when the frame was punted.
@@ -164,6 +167,7 @@ func TestRingFallback(t *testing.T) {
 				out: fwd(f), reason: XvsReasonREASON_FWD_IN})
 		})
 		t.Run(en.name+"/budget comes first", func(t *testing.T) {
+			e := e.with(t)
 			e.putRing(svcTCPID, []ringEnt{{destRS, rport}})
 			defer e.objs.XvsRings.Delete(uint32(svcTCPID))
 			e.setBudget(global, 1, 1, 0, monoNow(t))
@@ -175,6 +179,7 @@ func TestRingFallback(t *testing.T) {
 			}
 		})
 		t.Run(en.name+"/stale daemon drops", func(t *testing.T) {
+			e := e.with(t)
 			e.putRing(svcTCPID, []ringEnt{{destRS, rport}})
 			defer e.objs.XvsRings.Delete(uint32(svcTCPID))
 			e.setStaleCfg()
@@ -197,6 +202,7 @@ func TestRingFullNewPair(t *testing.T) {
 	e.putRing(svcTCPID, []ringEnt{{destRS, rport}})
 	for _, en := range entries {
 		t.Run(en.name, func(t *testing.T) {
+			e := e.with(t)
 			e.events()
 			for i := range 3 {
 				cli := ap(cli4, uint16(22000+i))
@@ -224,7 +230,7 @@ func TestRingFullNewPair(t *testing.T) {
 	}
 }
 
-// TestRingHash: sh's and dh's rings are indexed by the packet's bucket,
+// TestRingHash: sh's, dh's and mh's rings are indexed by the packet's bucket,
 // hashed as package sched hashes it (and tested there to be what its
 // schedulers pick); a bucket without a real server goes to the daemon.
 func TestRingHash(t *testing.T) {
@@ -242,14 +248,17 @@ func TestRingHash(t *testing.T) {
 				name  string
 				kind  XvsRingKind
 				flags XvsRingFlags
+				size  int
 			}{
-				{"sh", XvsRingKindRING_SRC_HASH, 0},
-				{"sh-port", XvsRingKindRING_SRC_HASH, XvsRingFlagsRING_F_PORT},
-				{"dh", XvsRingKindRING_DST_HASH, 0},
+				{"sh", XvsRingKindRING_SRC_HASH, 0, sched.HashBuckets},
+				{"sh-port", XvsRingKindRING_SRC_HASH, XvsRingFlagsRING_F_PORT, sched.HashBuckets},
+				{"dh", XvsRingKindRING_DST_HASH, 0, sched.HashBuckets},
+				{"mh", XvsRingKindRING_MH_HASH, 0, sched.MaglevSlots},
+				{"mh-port", XvsRingKindRING_MH_HASH, XvsRingFlagsRING_F_PORT, sched.MaglevSlots},
 			} {
 				svc := uint32(svcTCPID + fi*v6IDs)
 				rs, other := uint32(destRS+fi*v6IDs), uint32(destRing+fi*v6IDs)
-				ring := make([]ringEnt, sched.HashBuckets)
+				ring := make([]ringEnt, c.size)
 				for b := range ring {
 					switch {
 					case b%5 == 0:
@@ -261,6 +270,7 @@ func TestRingHash(t *testing.T) {
 					}
 				}
 				t.Run(fmt.Sprintf("%s/%s/%s", en.name, fa.name, c.name), func(t *testing.T) {
+					e := e.with(t)
 					e.putRingKind(svc, c.kind, c.flags, ring)
 					defer e.objs.XvsRings.Delete(svc)
 					seen := map[bool]int{}
@@ -273,10 +283,17 @@ func TestRingHash(t *testing.T) {
 						if fa.cli.Is4() {
 							ca = ca.Unmap()
 						}
-						cli, vip := ap(ca, 23000+n), ap(fa.vip, vport)
-						b := sched.SourceHashBucket(cli, c.flags != 0)
-						if c.kind == XvsRingKindRING_DST_HASH {
+						// Ports scattered, so that address and port do not
+						// step together through the hash.
+						cli, vip := ap(ca, uint16(1024+uint32(n)*40503%60000)), ap(fa.vip, vport)
+						var b int
+						switch c.kind {
+						case XvsRingKindRING_SRC_HASH:
+							b = sched.SourceHashBucket(cli, c.flags != 0)
+						case XvsRingKindRING_DST_HASH:
 							b = sched.DestHashBucket(vip.Addr())
+						case XvsRingKindRING_MH_HASH:
+							b = sched.MaglevSlot(cli, c.flags != 0)
 						}
 						pick := ring[b]
 						f := frame(cli, vip, testutil.ProtoTCP, testutil.TCPSyn, macCli, macExt)

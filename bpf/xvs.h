@@ -150,14 +150,16 @@ struct dest {
  * scheduler's picks depend on nothing but its own state (rr and wrr
  * without persistence or thresholds), the daemon writes one full cycle of
  * its picks here (sched.Pool.Cycle); the datapath takes the next one with
- * an atomic add. For sh and dh (same conditions) it writes the pick of
- * each of the 256 hash buckets (sched.Pool.HashTable); the datapath
+ * an atomic add. For sh, dh and mh (same conditions; mh-fallback only
+ * while every real server is usable) it writes the pick of each hash
+ * bucket (sched.Pool.HashTable); the datapath
  * hashes the packet as the scheduler does. Either way the datapath
  * installs the conn itself (lib/sched.h) instead of sending the first
  * packet to the daemon. A service without a ring, or whose ring pick is
  * not usable, is punted as before.
  */
-#define XVS_RING_MAX 1024 /* a power of two (lib/sched.h masks with it) */
+#define XVS_RING_MAX 4096 /* a power of two (lib/sched.h masks with it),
+			   >= mh's 4093 slots */
 
 struct ring_ent {
 	__u32 dest_id; /* index into xvs_dests */
@@ -171,10 +173,12 @@ enum ring_kind {
 	RING_SRC_HASH = 1, /* sh: ents[hash_32(fold(client addr)
 			    * [+ client port with RING_F_PORT], 8)], len 256 */
 	RING_DST_HASH = 2, /* dh: ents[hash_32(fold(VIP), 8)], len 256 */
+	RING_MH_HASH = 3,  /* mh: ents[hsiphash(fold(client addr) [+ client
+			    * port with RING_F_PORT]) % 4093], len 4093 */
 };
 
 enum ring_flags {
-	RING_F_PORT = 1, /* sh-port: the client port joins the hash */
+	RING_F_PORT = 1, /* sh-port, mh-port: the client port joins the hash */
 };
 
 /* A hash ring's entry without a usable real server: the daemon answers. */

@@ -159,7 +159,7 @@ type XvsRing struct {
 	Len   uint16
 	Kind  uint8
 	Flags uint8
-	Ents  [1024]XvsRingEnt
+	Ents  [4096]XvsRingEnt
 }
 
 type XvsRingEnt struct {
@@ -181,6 +181,7 @@ const (
 	XvsRingKindRING_SEQ      XvsRingKind = 0
 	XvsRingKindRING_SRC_HASH XvsRingKind = 1
 	XvsRingKindRING_DST_HASH XvsRingKind = 2
+	XvsRingKindRING_MH_HASH  XvsRingKind = 3
 )
 
 type XvsStats struct {

@@ -8,7 +8,6 @@ import (
 
 	"xvs/ctl/ctltest"
 	"xvs/maps"
-	"xvs/sched"
 )
 
 // ringOfTable returns service vip's ring as "addr:port" picks, or "-" if
@@ -183,24 +182,27 @@ func TestHashRings(t *testing.T) {
 		{"sh-port", "-s sh -b sh-port", maps.RingSrcHash, true},
 		{"sh-fallback", "-s sh -b sh-fallback", maps.RingSrcHash, false},
 		{"dh", "-s dh", maps.RingDstHash, false},
+		{"mh", "-s mh", maps.RingMhHash, false},
+		{"mh-port", "-s mh -b mh-port", maps.RingMhHash, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dp := ctltest.New()
 			tb := NewTable(dp, TableOptions{})
 			must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 "+tt.sch, "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m",
-				"-a -t 10.0.0.1:80 -r 172.16.0.3:80 -m -w 0", "-a -t 10.0.0.1:80 -r 172.16.0.4:8080 -m -w 2"), nil))
+				"-a -t 10.0.0.1:80 -r 172.16.0.3:80 -m", "-a -t 10.0.0.1:80 -r 172.16.0.4:8080 -m -w 2",
+				"-e -t 10.0.0.1:80 -r 172.16.0.3:80 -m -w 0"), nil))
 			s := tb.svcs[svcKey{proto: protoTCP, addr: netip.MustParseAddrPort("10.0.0.1:80")}]
 			r := dp.Rings[s.id]
 			if r == nil || !s.ring {
 				t.Fatal("no ring")
 			}
-			if r.Kind != tt.kind || r.Port != tt.port || len(r.Ents) != sched.HashBuckets {
-				t.Fatalf("ring kind %d port %v with %d entries", r.Kind, r.Port, len(r.Ents))
-			}
 			tab, ok := s.pool.HashTable()
 			if !ok {
 				t.Fatal("pool has no hash table")
+			}
+			if r.Kind != tt.kind || r.Port != tt.port || len(r.Ents) != len(tab.Dests) {
+				t.Fatalf("ring kind %d port %v with %d entries", r.Kind, r.Port, len(r.Ents))
 			}
 			none := 0
 			for b, d := range tab.Dests {
@@ -221,8 +223,9 @@ func TestHashRings(t *testing.T) {
 	}
 	dp := ctltest.New()
 	tb := NewTable(dp, TableOptions{})
-	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s mh", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m"), nil))
+	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s mh -b mh-fallback", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m",
+		"-a -t 10.0.0.1:80 -r 172.16.0.3:80 -m", "-e -t 10.0.0.1:80 -r 172.16.0.3:80 -m -w 0"), nil))
 	if len(dp.Rings) != 0 {
-		t.Errorf("mh: %d rings, want none", len(dp.Rings))
+		t.Errorf("mh-fallback with a quiesced real server: %d rings, want none", len(dp.Rings))
 	}
 }

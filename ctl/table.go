@@ -215,8 +215,8 @@ func (t *Table) Apply(cmds []ipvsadm.Command, lines []int) error {
 // cycle (sched.Pool.Cycle: rr and wrr without persistence or thresholds)
 // has that cycle in the datapath, which schedules the service's first
 // packets itself, without the punt device's round trip; so does one whose
-// picks depend on a hash bucket alone (sched.Pool.HashTable: sh and dh,
-// same conditions), with the pick of each bucket. The pool stays
+// picks depend on a hash bucket alone (sched.Pool.HashTable: sh, dh and
+// mh, same conditions), with the pick of each bucket. The pool stays
 // the source of the sequence: before commands change such a service, its
 // pool catches up with the picks the datapath took (catchUp), so that the
 // change meets the scheduler where IPVS's would be; after them the ring
@@ -271,7 +271,7 @@ func (t *Table) syncRing(svc *service) error {
 	return nil
 }
 
-// ringOf is svc's pool's cycle (rr, wrr) or hash table (sh, dh) as
+// ringOf is svc's pool's cycle (rr, wrr) or hash table (sh, dh, mh) as
 // datapath picks.
 func (t *Table) ringOf(svc *service) (maps.Ring, bool) {
 	if t.noRings {
@@ -296,9 +296,16 @@ func (t *Table) ringOf(svc *service) (maps.Ring, bool) {
 	if cycle, ok := svc.pool.Cycle(maps.RingMax); ok {
 		r.Kind, picks = maps.RingSeq, cycle
 	} else if tab, ok := svc.pool.HashTable(); ok {
-		r.Kind, r.Port, picks = maps.RingSrcHash, tab.Port, tab.Dests[:]
-		if tab.Kind == sched.HashDest {
+		r.Port, picks = tab.Port, tab.Dests
+		switch tab.Kind {
+		case sched.HashSource:
+			r.Kind = maps.RingSrcHash
+		case sched.HashDest:
 			r.Kind = maps.RingDstHash
+		case sched.HashMaglev:
+			r.Kind = maps.RingMhHash
+		default:
+			return maps.Ring{}, false
 		}
 	} else {
 		return maps.Ring{}, false

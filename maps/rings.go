@@ -34,12 +34,14 @@ const (
 	RingSrcHash = RingKind(bpf.XvsRingKindRING_SRC_HASH)
 	// RingDstHash: Ents[sched.DestHashBucket(VIP)] (dh).
 	RingDstHash = RingKind(bpf.XvsRingKindRING_DST_HASH)
+	// RingMhHash: Ents[sched.MaglevSlot(client, Port)] (mh).
+	RingMhHash = RingKind(bpf.XvsRingKindRING_MH_HASH)
 )
 
 // Ring is what the datapath schedules a service's first packets from.
 type Ring struct {
 	Kind RingKind
-	Port bool // RingSrcHash: the client port joins the hash (sh-port)
+	Port bool // RingSrcHash, RingMhHash: the client port joins the hash (sh-port, mh-port)
 	Ents []RingEnt
 }
 

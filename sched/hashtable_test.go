@@ -21,19 +21,22 @@ func TestHashTableIsSchedule(t *testing.T) {
 		{"sh-fallback", "sh", FlagFallback},
 		{"sh-port sh-fallback", "sh", FlagPort | FlagFallback},
 		{"dh", "dh", 0},
+		{"mh", "mh", 0},
+		{"mh-port", "mh", FlagPort},
 	}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, Config{Scheduler: tt.sched, Flags: tt.flags})
 			r.add("A", 1)
-			r.add("B", 0)
+			r.add("B", 2)
 			r.add("C", 3)
+			r.edit("B", 0, 0, 0) // quiesced: mh keeps it in its table
 			tab, ok := r.p.HashTable()
 			if !ok {
 				t.Fatal("no hash table")
 			}
-			if want := map[string]HashKind{"sh": HashSource, "dh": HashDest}[tt.sched]; tab.Kind != want || tab.Port != (tt.flags&FlagPort != 0) {
+			if want := map[string]HashKind{"sh": HashSource, "dh": HashDest, "mh": HashMaglev}[tt.sched]; tab.Kind != want || tab.Port != (tt.flags&FlagPort != 0) {
 				t.Fatalf("kind %d port %v", tab.Kind, tab.Port)
 			}
 			nils := 0
@@ -53,9 +56,14 @@ func TestHashTableIsSchedule(t *testing.T) {
 					vip = netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), 80)
 				}
 				f := Flow{Proto: 6, Client: netip.AddrPortFrom(client, uint16(rnd.Uint32())), VIP: vip}
-				b := SourceHashBucket(f.Client, tab.Port)
-				if tab.Kind == HashDest {
+				var b int
+				switch tab.Kind {
+				case HashSource:
+					b = SourceHashBucket(f.Client, tab.Port)
+				case HashDest:
 					b = DestHashBucket(f.VIP.Addr())
+				case HashMaglev:
+					b = MaglevSlot(f.Client, tab.Port)
 				}
 				d, err := r.p.Schedule(f)
 				if err != nil {
@@ -82,7 +90,6 @@ func TestHashTableIsSchedule(t *testing.T) {
 func TestNoHashTable(t *testing.T) {
 	for _, cfg := range []Config{
 		{Scheduler: "rr"},
-		{Scheduler: "mh"},
 		{Scheduler: "sh", Persistent: time.Minute},
 	} {
 		r := newRig(t, cfg)
@@ -95,5 +102,18 @@ func TestNoHashTable(t *testing.T) {
 	r.addThr("A", 1, 10, 0)
 	if _, ok := r.p.HashTable(); ok {
 		t.Error("sh with a threshold: hash table, want none")
+	}
+	// mh-fallback re-hashes the client past an unusable dest: no table
+	// while one is in it, a table again once it is usable.
+	r = newRig(t, Config{Scheduler: "mh", Flags: FlagFallback})
+	r.add("A", 1)
+	r.add("B", 1)
+	r.edit("B", 0, 0, 0)
+	if _, ok := r.p.HashTable(); ok {
+		t.Error("mh-fallback with a quiesced dest: hash table, want none")
+	}
+	r.edit("B", 1, 0, 0)
+	if _, ok := r.p.HashTable(); !ok {
+		t.Error("mh-fallback, all usable: no hash table")
 	}
 }

@@ -117,7 +117,7 @@ type ExpireRing struct {
 	Len   uint16
 	Kind  uint8
 	Flags uint8
-	Ents  [1024]struct {
+	Ents  [4096]struct {
 		_      structs.HostLayout
 		DestId uint32
 		Port   uint16

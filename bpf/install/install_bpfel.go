@@ -121,7 +121,7 @@ type InstallRing struct {
 	Len   uint16
 	Kind  uint8
 	Flags uint8
-	Ents  [1024]struct {
+	Ents  [4096]struct {
 		_      structs.HostLayout
 		DestId uint32
 		Port   uint16

@@ -2,8 +2,8 @@
 /*
  * sched.h: first packets scheduled in the datapath. A service the daemon
  * gave a ring (struct ring, xvs_rings: one full cycle of its rr or wrr
- * scheduler's picks, or the pick of each hash bucket of its sh or dh
- * scheduler) gets its new conns here, in the packet's own pass: the next
+ * scheduler's picks, or the pick of each hash bucket of its sh, dh or
+ * mh scheduler) gets its new conns here, in the packet's own pass: the next
  * pick by an atomic add, or the packet's bucket hashed as the scheduler
  * hashes it (host-order fold of the address, the kernel's hash_32), the
  * conn installed into the new pair
@@ -58,6 +58,54 @@ static __always_inline __u32 sched_hash8(__u32 v)
 	return (v * 0x61C88647U) >> 24;
 }
 
+/* The fixed hsiphash keys of ip_vs_mh.c, and its table size. */
+#define SCHED_MH_KEY 2654435761ULL
+#define SCHED_MH_SIZE 4093
+
+static __always_inline __u64 sched_rotl(__u64 x, int b)
+{
+	return (x << b) | (x >> (64 - b));
+}
+
+#define SCHED_SIPROUND                                                       \
+	do {                                                                 \
+		v0 += v1;                                                    \
+		v1 = sched_rotl(v1, 13);                                     \
+		v1 ^= v0;                                                    \
+		v0 = sched_rotl(v0, 32);                                     \
+		v2 += v3;                                                    \
+		v3 = sched_rotl(v3, 16);                                     \
+		v3 ^= v2;                                                    \
+		v0 += v3;                                                    \
+		v3 = sched_rotl(v3, 21);                                     \
+		v3 ^= v0;                                                    \
+		v2 += v1;                                                    \
+		v1 = sched_rotl(v1, 17);                                     \
+		v1 ^= v2;                                                    \
+		v2 = sched_rotl(v2, 32);                                     \
+	} while (0)
+
+/* sched_mh_slot: ip_vs_mh.c's lookup slot of v: the kernel's
+ * hsiphash(&v, 4, {key, key}) on a 64-bit machine (SipHash-1-3 of the
+ * four bytes, truncated to 32 bits), modulo the table size. */
+static __always_inline __u32 sched_mh_slot(__u32 v)
+{
+	__u64 v0 = SCHED_MH_KEY ^ 0x736f6d6570736575ULL;
+	__u64 v1 = SCHED_MH_KEY ^ 0x646f72616e646f6dULL;
+	__u64 v2 = SCHED_MH_KEY ^ 0x6c7967656e657261ULL;
+	__u64 v3 = SCHED_MH_KEY ^ 0x7465646279746573ULL;
+	__u64 b = ((__u64)4 << 56) | v;
+
+	v3 ^= b;
+	SCHED_SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	SCHED_SIPROUND;
+	SCHED_SIPROUND;
+	SCHED_SIPROUND;
+	return (__u32)(v0 ^ v1 ^ v2 ^ v3) % SCHED_MH_SIZE;
+}
+
 /* sched_conn: the new conn of first packet p to real server d, port port,
  * of service svc_id and dest dest_id, into c. */
 static __always_inline void sched_conn(struct conn *c, __u32 svc_id,
@@ -107,6 +155,12 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
 		break;
 	case RING_DST_HASH:
 		i = sched_hash8(sched_fold(p->key.daddr, p->key.family));
+		break;
+	case RING_MH_HASH:
+		i = sched_fold(p->key.saddr, p->key.family);
+		if (r->flags & RING_F_PORT)
+			i += bpf_ntohs(p->key.sport);
+		i = sched_mh_slot(i);
 		break;
 	default:
 		return SCHED_NONE;

@@ -60,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "tap", Value: defaultTap, Usage: "`NAME` of the punt device for first packets"},
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "first-packet workers (punt device queues)"},
 			&cli.Uint64Flag{Name: "first-packet-rate", Value: 25000, Usage: "global budget of first packets (new connections) per second, scheduled in the datapath or sent to the workers; the datapath drops the excess (0 = unlimited). Keep it well below what the workers can do (each first packet sent to them costs the daemon about 17 µs of CPU on a small VM): what it admits, it takes from the CPUs that forward established flows"},
-			&cli.BoolFlag{Name: "datapath-sched", Value: true, Usage: "let the datapath schedule the first packets of rr, wrr, sh and dh services without persistence or thresholds itself, from the scheduler's picks (a cycle of them, or one per hash bucket) (false: every first packet goes to the workers)"},
+			&cli.BoolFlag{Name: "datapath-sched", Value: true, Usage: "let the datapath schedule the first packets of rr, wrr, sh, dh and mh services without persistence or thresholds itself, from the scheduler's picks (a cycle of them, or one per hash bucket) (false: every first packet goes to the workers)"},
 			&cli.Uint64Flag{Name: "first-packet-burst", Value: 2500, Usage: "burst of the global first-packet budget"},
 			&cli.Uint64Flag{Name: "service-first-packet-rate", Value: 0, Usage: "per virtual service budget of first packets per second (0 = only the global budget)"},
 			&cli.Uint64Flag{Name: "service-first-packet-burst", Value: 0, Usage: "burst of the per-service budget (0 = one second's worth)"},
