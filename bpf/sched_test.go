@@ -58,11 +58,9 @@ func (e *env) events() map[XvsEvent]uint64 {
 	return out
 }
 
-// TestRingScheduling: first packets of a service with a ring are
-// scheduled in the datapath, in the ring's order over all packets, and
-// forwarded at once: the conn is in the new pair with the pick's dest and
-// port, the dest counts it, and the packet counts as a forwarded one.
-func TestRingScheduling(t *testing.T) {
+// newRingEnv is the test conns' env with destRing, a second dest on the
+// real server of destRS, in each family.
+func newRingEnv(t *testing.T) *env {
 	e := newEnv(t)
 	setupConns(e)
 	for fi, fa := range families {
@@ -70,6 +68,15 @@ func TestRingScheduling(t *testing.T) {
 		e.setDestAddr(id, fa.rs)
 		e.putDest(id, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
 	}
+	return e
+}
+
+// TestRingScheduling: first packets of a service with a ring are
+// scheduled in the datapath, in the ring's order over all packets, and
+// forwarded at once: the conn is in the new pair with the pick's dest and
+// port, the dest counts it, and the packet counts as a forwarded one.
+func TestRingScheduling(t *testing.T) {
+	e := newRingEnv(t)
 	n := uint16(0)
 	for _, en := range entries {
 		for fi, fa := range families {
@@ -234,13 +241,7 @@ func TestRingFullNewPair(t *testing.T) {
 // hashed as package sched hashes it (and tested there to be what its
 // schedulers pick); a bucket without a real server goes to the daemon.
 func TestRingHash(t *testing.T) {
-	e := newEnv(t)
-	setupConns(e)
-	for fi, fa := range families {
-		id := uint32(destRing + fi*v6IDs)
-		e.setDestAddr(id, fa.rs)
-		e.putDest(id, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
-	}
+	e := newRingEnv(t)
 	n := uint16(0)
 	for _, en := range entries {
 		for fi, fa := range families {

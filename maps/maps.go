@@ -448,11 +448,14 @@ var reasonNames = [bpf.XvsReasonREASON_MAX]string{
 
 // ReasonName is the stable metric label of a reason ("fwd_in", "punt",
 // "pass_fragment", ...); unknown reasons read "reason_<n>".
-func ReasonName(r bpf.XvsReason) string {
-	if r < bpf.XvsReasonREASON_MAX && reasonNames[r] != "" {
-		return reasonNames[r]
+func ReasonName(r bpf.XvsReason) string { return counterName(reasonNames[:], uint32(r), "reason") }
+
+// counterName is names[i], or prefix_<i> for an index without a name.
+func counterName(names []string, i uint32, prefix string) string {
+	if int(i) < len(names) && names[i] != "" {
+		return names[i]
 	}
-	return fmt.Sprintf("reason_%d", uint32(r))
+	return fmt.Sprintf("%s_%d", prefix, i)
 }
 
 // SetPunt sets the punt device and how long after the last Heartbeat the

@@ -111,9 +111,4 @@ var eventNames = [bpf.XvsEventEVENT_MAX]string{
 
 // EventName is the stable metric label of an event ("sched_new", ...);
 // unknown events read "event_<n>".
-func EventName(e bpf.XvsEvent) string {
-	if e < bpf.XvsEventEVENT_MAX && eventNames[e] != "" {
-		return eventNames[e]
-	}
-	return fmt.Sprintf("event_%d", uint32(e))
-}
+func EventName(e bpf.XvsEvent) string { return counterName(eventNames[:], uint32(e), "event") }
