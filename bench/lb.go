@@ -249,9 +249,10 @@ func (x *XVS) Start(ctx context.Context, tp *Topo) error {
 	x.cmd = tp.Dir.Exec(context.Background(), filepath.Join(x.Bin, "xvsd"),
 		"--iface", extIf, "--iface", intIf, "--mode", x.Mode, "--socket", x.sock,
 		"--bpffs", x.bpffs, "--tap", x.tap, "--state", x.state, "--metrics", xvsMetrics,
-		// Room for the new-flow runs' half-open UDP conns (a quarter
-		// of it: 512k) while the 1 s UDP timeout expires them.
-		"--conn-max", "2097152")
+		// Room for the new-flow runs' half-open UDP conns while the
+		// 1 s UDP timeout expires them; the main pair keeps its
+		// default size (the established runs' lookups go there).
+		"--half-open-max", "1048576")
 	x.cmd.Stdout, x.cmd.Stderr = x.log, x.log
 	if err := x.cmd.Start(); err != nil {
 		return errors.Join(fmt.Errorf("start xvsd: %w", err), x.Stop())

@@ -421,7 +421,7 @@ func runNewFlows(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, gen
 		}
 		defer restore()
 		// Each new flow leaves a UDP conn that is never answered: with
-		// the default 300 s timeout the half-open table (512k here)
+		// the default 300 s timeout the half-open table (1M here)
 		// fills within seconds at these rates, and from then on every
 		// first packet waits for xvsd to make room, which measures the
 		// eviction, not the install path. Expire them after 1 s, as a

@@ -65,10 +65,12 @@ type Options struct {
 	// is not on a bpffs, a bpffs is mounted: on /sys/fs/bpf when Dir is
 	// directly under it, else on Dir itself.
 	Dir string
-	// ConnMax is max_entries of xvs_conns and xvs_rconns (the half-open pair
-	// gets a quarter of it). Pinned maps of
+	// ConnMax is max_entries of xvs_conns and xvs_rconns. Pinned maps of
 	// another size are refused (they cannot be resized in place).
 	ConnMax uint32
+	// HalfOpenMax is max_entries of the half-open pair, default a quarter
+	// of ConnMax. Not preallocated: it costs memory only while filled.
+	HalfOpenMax uint32
 	// Ifaces get the datapath. Interfaces attached by a previous run but
 	// missing here are detached (their links unpinned) and removed from
 	// the redirect map: the list given is the list served.
@@ -91,6 +93,9 @@ func (o Options) withDefaults() Options {
 	o.Dir = filepath.Clean(o.Dir)
 	if o.ConnMax == 0 {
 		o.ConnMax = DefaultConnMax
+	}
+	if o.HalfOpenMax == 0 {
+		o.HalfOpenMax = max(o.ConnMax/4, 1)
 	}
 	if o.Mode == "" {
 		o.Mode = ModeAuto
@@ -157,8 +162,8 @@ func Load(opts Options) (_ *Datapath, err error) {
 	spec.Maps[bpf.XvsMapXvsConns].MaxEntries = opts.ConnMax
 	spec.Maps[bpf.XvsMapXvsRconns].MaxEntries = opts.ConnMax
 	// Half-open conns have their own, smaller pair (see docs/datapath.md).
-	spec.Maps[bpf.XvsMapXvsConnsNew].MaxEntries = max(opts.ConnMax/4, 1)
-	spec.Maps[bpf.XvsMapXvsRconnsNew].MaxEntries = max(opts.ConnMax/4, 1)
+	spec.Maps[bpf.XvsMapXvsConnsNew].MaxEntries = opts.HalfOpenMax
+	spec.Maps[bpf.XvsMapXvsRconnsNew].MaxEntries = opts.HalfOpenMax
 	adopted, err := checkPinnedMaps(spec, opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
@@ -293,10 +298,17 @@ func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string) (adopted bool, err e
 		if cerr == nil {
 			continue
 		}
-		if (name == bpf.XvsMapXvsConns || name == bpf.XvsMapXvsRconns || name == bpf.XvsMapXvsConnsNew || name == bpf.XvsMapXvsRconnsNew) && have != ms.MaxEntries {
-			return false, fmt.Errorf("pinned map %s holds %d connections but --conn-max is %d: "+
-				"start with --conn-max %d as before, or run `xvsd down` first (drops all connections): %w",
-				path, have, ms.MaxEntries, have, cerr)
+		flag := ""
+		switch name {
+		case bpf.XvsMapXvsConns, bpf.XvsMapXvsRconns:
+			flag = "--conn-max"
+		case bpf.XvsMapXvsConnsNew, bpf.XvsMapXvsRconnsNew:
+			flag = "--half-open-max"
+		}
+		if flag != "" && have != ms.MaxEntries {
+			return false, fmt.Errorf("pinned map %s holds %d connections but %s is %d: "+
+				"start with %s %d as before, or run `xvsd down` first (drops all connections): %w",
+				path, have, flag, ms.MaxEntries, flag, have, cerr)
 		}
 		return false, fmt.Errorf("pinned map %s was made by an incompatible xvsd: "+
 			"run `xvsd down` first to remove the old datapath (drops all connections): %w", path, cerr)

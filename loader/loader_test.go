@@ -351,14 +351,23 @@ func TestLoadTCAdoptDown(t *testing.T) {
 	}
 	wantTx(t, d2)
 
-	// A different --conn-max cannot reuse the pinned conns.
-	o := opts(t, dir, ModeTC, "v0", "b0")
-	o.ConnMax = 2048
-	_, err := load(ns, o)
-	t.Logf("conn max mismatch: %v", err)
-	if err == nil || !strings.Contains(err.Error(), "xvs_conns") ||
-		!strings.Contains(err.Error(), "--conn-max 1024") || !errors.Is(err, ebpf.ErrMapIncompatible) {
-		t.Errorf("Load with another conn max: %v", err)
+	// A different --conn-max or --half-open-max cannot reuse the pinned
+	// conns; the error names the flag and the size to start with.
+	for _, c := range []struct {
+		set  func(*Options)
+		want []string
+	}{
+		{func(o *Options) { o.ConnMax = 2048 }, []string{"xvs_conns", "--conn-max 1024"}},
+		{func(o *Options) { o.HalfOpenMax = 4096 }, []string{"xvs_conns_new", "--half-open-max 256"}},
+	} {
+		o := opts(t, dir, ModeTC, "v0", "b0")
+		c.set(&o)
+		_, err := load(ns, o)
+		t.Logf("size mismatch: %v", err)
+		if err == nil || !strings.Contains(err.Error(), c.want[0]) ||
+			!strings.Contains(err.Error(), c.want[1]) || !errors.Is(err, ebpf.ErrMapIncompatible) {
+			t.Errorf("Load with another size: %v, want %v", err, c.want)
+		}
 	}
 
 	d2.Close()

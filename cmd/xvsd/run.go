@@ -56,6 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "bpffs", Value: defaultBPFFS, Usage: "`DIR` on a bpffs for pinned maps and links (mounted if needed)"},
 			&cli.StringFlag{Name: "state", Value: defaultState, Usage: "`FILE` keeping the service table across restarts"},
 			&cli.UintFlag{Name: "conn-max", Value: 1048576, Usage: "size of the connection table (entries)"},
+			&cli.UintFlag{Name: "half-open-max", Usage: "size of the table of connections not yet answered by their real server (SYN received, or UDP without a reply); allocated as it fills", DefaultText: "conn-max/4"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9472); off when empty"},
 			&cli.StringFlag{Name: "tap", Value: defaultTap, Usage: "`NAME` of the punt device for first packets"},
 			&cli.IntFlag{Name: "workers", Value: 2, Usage: "first-packet workers (punt device queues)"},
@@ -138,13 +139,14 @@ func daemon(c *cli.Context) error {
 	rules, ruleDaemons := splitDaemons(rules)
 
 	dp, err := loader.Load(loader.Options{
-		Dir:       c.String("bpffs"),
-		ConnMax:   uint32(c.Uint("conn-max")),
-		Ifaces:    ifaces,
-		Mode:      loader.Mode(c.String("mode")),
-		TapName:   c.String("tap"),
-		TapQueues: c.Int("workers"),
-		Logger:    log,
+		Dir:         c.String("bpffs"),
+		ConnMax:     uint32(c.Uint("conn-max")),
+		HalfOpenMax: uint32(c.Uint("half-open-max")),
+		Ifaces:      ifaces,
+		Mode:        loader.Mode(c.String("mode")),
+		TapName:     c.String("tap"),
+		TapQueues:   c.Int("workers"),
+		Logger:      log,
 	})
 	if err != nil {
 		return err
