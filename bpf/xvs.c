@@ -7,16 +7,16 @@
  *
  *   parse -> ICMP error:     icmp (translate for its conn, lib/icmp.h)
  *         -> later fragment: frag (follow its first fragment, lib/frag.h)
- *         -> conn_find -> miss: first packet to a VIP, within the
- *                               budget: scheduled here from its
- *                               service's ring (lib/sched.h), on to
- *                               conn_admit as a hit | punt
- *                      | pass | drop
- *                      -> hit:  SYN reusing a closed conn: punt
- *                               conn_admit -> conn_account
- *                               -> TTL <= 1: answer time exceeded
- *                               -> fib -> too big, DF: answer frag needed
- *                               -> nat -> (first fragment: record) -> xmit
+ *         -> conn_find_first
+ *              -> miss: first packet to a VIP, within the budget:
+ *                       scheduled here from its service's ring
+ *                       (lib/sched.h), on to conn_admit as a hit | punt
+ *                       | pass | drop
+ *              -> hit:  SYN reusing a closed conn: punt
+ *                       conn_admit -> conn_account
+ *                       -> TTL <= 1: answer time exceeded
+ *                       -> fib -> too big, DF: answer frag needed
+ *                       -> nat -> (first fragment: record) -> xmit
  *
  * Every verdict counts exactly one enum reason in xvs_reasons.
  */
@@ -93,6 +93,7 @@ int xvs_xdp(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 ifindex = ctx->ingress_ifindex;
+	struct svc *svc = NULL;
 	__u32 tap = 0;
 	struct pkt p = {};
 	struct hit h = {};
@@ -106,10 +107,10 @@ int xvs_xdp(struct xdp_md *ctx)
 		return frag_xdp(ctx, ifindex, &p);
 	if (r != XVS_CONTINUE)
 		return xdp_verdict(r);
-	if (!conn_find(&p, &h)) {
+	if (!conn_find_first(&p, &h, &svc)) {
 		if (p.frag)
 			return xdp_verdict(REASON_PASS_FRAGMENT);
-		r = punt_decide(&p, ifindex, &tap, &h);
+		r = punt_decide(&p, ifindex, &tap, &h, svc);
 	} else {
 		r = punt_reuse(&p, &h, ifindex, &tap);
 	}
@@ -181,6 +182,7 @@ SEC("tc")
 int xvs_tc(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ingress_ifindex;
+	struct svc *svc = NULL;
 	__u32 tap = 0;
 	struct pkt p = {};
 	struct hit h = {};
@@ -194,10 +196,10 @@ int xvs_tc(struct __sk_buff *skb)
 		return frag_tc(skb, ifindex, &p);
 	if (r != XVS_CONTINUE)
 		return tc_verdict(r);
-	if (!conn_find(&p, &h)) {
+	if (!conn_find_first(&p, &h, &svc)) {
 		if (p.frag)
 			return tc_verdict(REASON_PASS_FRAGMENT);
-		r = punt_decide(&p, ifindex, &tap, &h);
+		r = punt_decide(&p, ifindex, &tap, &h, svc);
 	} else {
 		r = punt_reuse(&p, &h, ifindex, &tap);
 	}

@@ -144,6 +144,47 @@ static __always_inline int conn_find(struct pkt *p, struct hit *h)
 	return conn_fresh(h);
 }
 
+/* svc_of: the virtual service packet p is addressed to, or NULL. */
+static __always_inline struct svc *svc_of(const struct pkt *p)
+{
+	struct svc_key sk = {};
+
+	__builtin_memcpy(sk.addr, p->key.daddr, 16);
+	sk.port = p->key.dport;
+	sk.proto = p->key.proto;
+	sk.family = p->key.family;
+	return bpf_map_lookup_elem(&xvs_svcs, &sk);
+}
+
+/* conn_find_first: conn_find for the entry points, which want the
+ * packet's virtual service too when it has no conn (*svc, else NULL). A
+ * packet addressed to a virtual service can only be a client's: a
+ * server-side key's destination is a client, and a client with a VIP's
+ * address would be the director itself, whose own packets do not come in
+ * here. So after the main pair, such a packet is looked up in the new
+ * pair by its client-side key alone: one cold lookup less for every
+ * first packet, a flood's included, and none more for a reply. */
+static __always_inline int conn_find_first(struct pkt *p, struct hit *h,
+					   struct svc **svc)
+{
+	h->fresh = 0;
+	*svc = NULL;
+	if (conn_find_in(&xvs_conns, &xvs_rconns, p, h))
+		return 1;
+	*svc = svc_of(p);
+	if (*svc) {
+		h->c = bpf_map_lookup_elem(&xvs_conns_new, &p->key);
+		if (!h->c)
+			return 0;
+		h->ckey = &p->key;
+		h->out = 0;
+		return conn_fresh(h);
+	}
+	if (!conn_find_in(&xvs_conns_new, &xvs_rconns_new, p, h))
+		return 0;
+	return conn_fresh(h);
+}
+
 /* conn_by_ckey: the conn of client-side key ckey (a value in another map)
  * in direction out, main pair first. Returns 1 with h->c, h->ckey, h->out
  * and h->fresh set, or 0. */

@@ -50,7 +50,8 @@ static __always_inline int punt_live(struct cfg *cfg)
 		       (__s64)cfg->stale_ns;
 }
 
-/* punt_decide: the verdict of a miss that arrived on ingress. Returns
+/* punt_decide: the verdict of a miss that arrived on ingress, addressed
+ * to virtual service svc (NULL: none; conn_find_first found it). Returns
  * XVS_NEW with h set (the datapath scheduled it: lib/sched.h),
  * REASON_PUNT with *tap set to the punt device, or a pass/drop reason.
  * A frame the daemon wrote back still missing is scheduled here if its
@@ -58,21 +59,15 @@ static __always_inline int punt_live(struct cfg *cfg)
  * and left the pick to the ring); its budget was taken when it was
  * punted. */
 static __always_inline int punt_decide(struct pkt *p, __u32 ingress,
-				       __u32 *tap, struct hit *h)
+				       __u32 *tap, struct hit *h,
+				       struct svc *svc)
 {
-	struct svc_key sk = {};
 	struct cfg *cfg;
-	struct svc *svc;
 	__u32 zero = 0;
 	int on_tap;
 
 	cfg = bpf_map_lookup_elem(&xvs_cfg, &zero);
 	on_tap = cfg && cfg->punt_ifindex && ingress == cfg->punt_ifindex;
-	__builtin_memcpy(sk.addr, p->key.daddr, 16);
-	sk.port = p->key.dport;
-	sk.proto = p->key.proto;
-	sk.family = p->key.family;
-	svc = bpf_map_lookup_elem(&xvs_svcs, &sk);
 	if (on_tap) {
 		if (svc && punt_first(p) &&
 		    sched_ring(p, svc->id, h) == SCHED_NEW)
