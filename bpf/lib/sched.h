@@ -1,22 +1,25 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * sched.h: first packets scheduled in the datapath. A service the daemon
- * gave a ring (struct ring, xvs_rings: one full cycle of its rr or wrr
- * scheduler's picks, or the pick of each hash bucket of its sh, dh or
- * mh scheduler) gets its new conns here, in the packet's own pass: the next
- * pick by an atomic add, or the packet's bucket hashed as the scheduler
- * hashes it (host-order fold of the address, the kernel's hash_32), the
- * conn installed into the new pair
- * with conn_install (the checks of the daemon's installs), the real
- * server's InActConn counted, and the packet goes on as a hit. The punt
- * device's round trip through the daemon, which costs about 17 us of its
- * CPU per conn, is left to what needs the daemon: other schedulers,
+ * gave a ring (struct ring, xvs_rings) gets its new conns here, in the
+ * packet's own pass:
+ *
+ *   the pick: the next of one full cycle of its rr or wrr scheduler's
+ *   picks (an atomic add), or the pick of the packet's hash bucket for
+ *   sh, dh and mh, hashed as IPVS hashes it (host-order address fold,
+ *   the kernel's hash_32, mh's SipHash-1-3);
+ *   the conn installed into the new pair with conn_install (the checks
+ *   of the daemon's installs), the real server's InActConn counted;
+ *   then on as a hit.
+ *
+ * The punt device's round trip through the daemon, about 17 us of its CPU
+ * per conn, is left to what needs the daemon: other schedulers,
  * persistence, thresholds, port reuse, no usable real server, and a full
  * new pair (the daemon makes room).
  *
- * The sequence stays the scheduler's: one counter per ring, shared by all
- * CPUs, as IPVS shares one cursor under a lock. The daemon writes a new
- * ring whenever the service or its real servers change.
+ * An rr/wrr sequence stays the scheduler's: one counter per ring, shared
+ * by all CPUs, as IPVS shares one cursor under a lock. The daemon writes a
+ * new ring whenever the service or its real servers change.
  */
 #ifndef XVS_SCHED_H
 #define XVS_SCHED_H
@@ -50,6 +53,17 @@ static __always_inline __u32 sched_fold(const __u8 *a, __u8 family)
 	if (family == FAMILY_INET)
 		return bpf_ntohl(w[0]);
 	return bpf_ntohl(w[0] ^ w[1] ^ w[2] ^ w[3]);
+}
+
+/* sched_client: the value sh and mh hash for the packet's client: its
+ * folded address, plus its port with RING_F_PORT (sh-port, mh-port). */
+static __always_inline __u32 sched_client(const struct pkt *p, __u8 flags)
+{
+	__u32 v = sched_fold(p->key.saddr, p->key.family);
+
+	if (flags & RING_F_PORT)
+		v += bpf_ntohs(p->key.sport);
+	return v;
 }
 
 /* sched_hash8: the kernel's hash_32(v, 8). */
@@ -148,19 +162,13 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
 		i = __sync_fetch_and_add(&r->next, 1);
 		break;
 	case RING_SRC_HASH:
-		i = sched_fold(p->key.saddr, p->key.family);
-		if (r->flags & RING_F_PORT)
-			i += bpf_ntohs(p->key.sport);
-		i = sched_hash8(i);
+		i = sched_hash8(sched_client(p, r->flags));
 		break;
 	case RING_DST_HASH:
 		i = sched_hash8(sched_fold(p->key.daddr, p->key.family));
 		break;
 	case RING_MH_HASH:
-		i = sched_fold(p->key.saddr, p->key.family);
-		if (r->flags & RING_F_PORT)
-			i += bpf_ntohs(p->key.sport);
-		i = sched_mh_slot(i);
+		i = sched_mh_slot(sched_client(p, r->flags));
 		break;
 	default:
 		return SCHED_NONE;
@@ -187,7 +195,8 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
 		return SCHED_NONE;
 	__builtin_memset(skey, 0, sizeof(*skey));
 	conn_rkey(skey, &p->key, &val, d);
-	/* The packet's conn_find just missed in both pairs. */
+	/* The packet's client-side key just missed in both pairs
+	 * (conn_find_first). */
 	res = conn_install(&p->key, skey, &val, &err, 1);
 	if (res == INST_OK) {
 		__sync_fetch_and_add(&d->inactive, 1);
