@@ -229,3 +229,23 @@ func TestHashRings(t *testing.T) {
 		t.Errorf("mh-fallback with a quiesced real server: %d rings, want none", len(dp.Rings))
 	}
 }
+
+// TestRingOutDuringCommands: a ring service's ring leaves the datapath
+// before the commands change its real servers and comes back after, so
+// that no stale ring names a dest id the commands free.
+func TestRingOutDuringCommands(t *testing.T) {
+	dp := ctltest.New()
+	tb := NewTable(dp, TableOptions{})
+	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m", "-a -t 10.0.0.1:80 -r 172.16.0.3:80 -m"), nil))
+	s := tb.svcs[svcKey{proto: protoTCP, addr: netip.MustParseAddrPort("10.0.0.1:80")}]
+	gone := s.byAddr[netip.MustParseAddrPort("172.16.0.2:80")].id
+	dp.Ops = nil
+	must(t, tb.Apply(parseAll(t, "-d -t 10.0.0.1:80 -r 172.16.0.2:80"), nil))
+	want := []string{fmt.Sprintf("delete-ring %d", s.id), fmt.Sprintf("set-dest %d false", gone), fmt.Sprintf("put-ring %d", s.id)}
+	if strings.Join(dp.Ops, ", ") != strings.Join(want, ", ") {
+		t.Errorf("ops %q, want %q", dp.Ops, want)
+	}
+	if got := ringOfTable(t, tb, dp, protoTCP, "10.0.0.1:80"); got != "172.16.0.3:80" {
+		t.Errorf("ring after the delete %q", got)
+	}
+}

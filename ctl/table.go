@@ -190,7 +190,10 @@ func (t *Table) Apply(cmds []ipvsadm.Command, lines []int) error {
 			return &LineError{Line: line(i), Err: err}
 		}
 	}
-	touched := t.catchUp(cmds)
+	touched, err := t.catchUp(cmds)
+	if err != nil {
+		return err
+	}
 	for i := range cmds {
 		if err := t.apply(&cmds[i]); err != nil {
 			// Validation passed, so this is the system failing (a map
@@ -226,9 +229,12 @@ func (t *Table) Apply(cmds []ipvsadm.Command, lines []int) error {
 // the ring until the ring is next written.
 
 // catchUp advances the pools of the services cmds name, or of all for a
-// flush, by the picks their rings gave out, and returns the services
-// touched.
-func (t *Table) catchUp(cmds []ipvsadm.Command) map[svcKey]bool {
+// flush, by the picks their rings gave out, takes their rings out of the
+// datapath, and returns the services touched. Until syncRing writes the
+// new rings, those services' first packets go to the daemon, which waits
+// for the commands: a stale ring could name a real server the commands
+// delete, whose dest id they may free and hand to another service.
+func (t *Table) catchUp(cmds []ipvsadm.Command) (map[svcKey]bool, error) {
 	touched := make(map[svcKey]bool)
 	for i := range cmds {
 		switch {
@@ -250,8 +256,19 @@ func (t *Table) catchUp(cmds []ipvsadm.Command) map[svcKey]bool {
 		if n, ok, err := t.dp.RingTaken(svc.id); err == nil && ok {
 			svc.pool.Advance(int(n))
 		}
+		if err := t.dp.DeleteRing(svc.id); err != nil {
+			// Nothing is applied; put back the rings taken out
+			// (from the pools, which are where the datapath was).
+			for k := range touched {
+				if s := t.svcs[k]; s != nil {
+					_ = t.syncRing(s)
+				}
+			}
+			return nil, fmt.Errorf("service %v: %w", svc.cfg.Addr, err)
+		}
+		svc.ring = false
 	}
-	return touched
+	return touched, nil
 }
 
 // syncRing writes svc's ring from its pool, or removes it when the pool's

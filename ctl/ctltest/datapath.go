@@ -26,6 +26,9 @@ type Datapath struct {
 	Global  [2]uint64
 	// Rings holds the datapath scheduling rings by service id.
 	Rings map[uint32]*Ring
+	// Ops logs the ring and real-server writes in order ("put-ring 1",
+	// "delete-ring 1", "set-dest 3 false"), for tests of their order.
+	Ops []string
 }
 
 // Ring is a service's datapath scheduling ring and how many picks the
@@ -89,6 +92,7 @@ func (f *Datapath) SetDest(id uint32, addr netip.Addr, available bool) error {
 	d := f.dest(id)
 	d.Available = available
 	d.Addr = addr.Unmap()
+	f.Ops = append(f.Ops, fmt.Sprintf("set-dest %d %v", id, available))
 	return nil
 }
 
@@ -269,6 +273,7 @@ func (f *Datapath) PutRing(id uint32, r maps.Ring) error {
 	}
 	r.Ents = append([]maps.RingEnt(nil), r.Ents...)
 	f.Rings[id] = &Ring{Ring: r}
+	f.Ops = append(f.Ops, fmt.Sprintf("put-ring %d", id))
 	return nil
 }
 
@@ -277,6 +282,7 @@ func (f *Datapath) DeleteRing(id uint32) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.Rings, id)
+	f.Ops = append(f.Ops, fmt.Sprintf("delete-ring %d", id))
 	return nil
 }
 
