@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"xvs/ctl"
 	"xvs/testutil"
 )
 
@@ -431,7 +432,7 @@ func runNewFlows(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, gen
 			return
 		}
 		defer func() {
-			if err := x.SetUDPTimeout(300); err != nil {
+			if err := x.SetUDPTimeout(int(ctl.DefaultTimeouts.UDP)); err != nil {
 				fail("udp timeout", err)
 			}
 		}()

@@ -30,13 +30,9 @@ func ringOfTable(t *testing.T, tb *Table, dp *ctltest.Datapath, proto uint8, vip
 	if !s.ring {
 		t.Errorf("service %s has a ring, but is not marked as having one", vip)
 	}
-	byID := map[uint32]netip.Addr{}
-	for _, d := range s.dests {
-		byID[d.id] = d.cfg.Addr.Addr()
-	}
 	out := make([]string, len(r.Ents))
 	for i, e := range r.Ents {
-		out[i] = netip.AddrPortFrom(byID[e.DestID], e.Port).String()
+		out[i] = pickAddr(s, e).String()
 	}
 	return strings.Join(out, " ")
 }
@@ -117,7 +113,8 @@ func TestRingCatchUp(t *testing.T) {
 					must(t, ref.Apply(parseAll(t, l), nil))
 					must(t, tb.Apply(parseAll(t, l), nil))
 				}
-				id := tb.svcs[svcKey{proto: protoTCP, addr: vip}].id
+				svc := tb.svcs[svcKey{proto: protoTCP, addr: vip}]
+				id := svc.id
 				var st PuntStats
 				for i := range taken {
 					client := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(1000+i))
@@ -145,7 +142,7 @@ func TestRingCatchUp(t *testing.T) {
 					if !ok {
 						t.Fatal("no ring after the change")
 					}
-					got = append(got, destAddrOf(tb, e).String())
+					got = append(got, pickAddr(svc, e).String())
 				}
 				if strings.Join(got, " ") != strings.Join(want, " ") {
 					t.Errorf("ring picks after the change\n got %v\nwant %v", got, want)
@@ -155,15 +152,12 @@ func TestRingCatchUp(t *testing.T) {
 	}
 }
 
-// destAddrOf names a ring pick by its real server's address and port.
-func destAddrOf(tb *Table, e maps.RingEnt) netip.AddrPort {
-	tb.mu.RLock()
-	defer tb.mu.RUnlock()
-	for _, s := range tb.svcs {
-		for _, d := range s.dests {
-			if d.id == e.DestID {
-				return netip.AddrPortFrom(d.cfg.Addr.Addr(), e.Port)
-			}
+// pickAddr names a ring pick of service s by its real server's address
+// and the pick's port (invalid for a dest id s does not have).
+func pickAddr(s *service, e maps.RingEnt) netip.AddrPort {
+	for _, d := range s.dests {
+		if d.id == e.DestID {
+			return netip.AddrPortFrom(d.cfg.Addr.Addr(), e.Port)
 		}
 	}
 	return netip.AddrPort{}

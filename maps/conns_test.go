@@ -68,6 +68,21 @@ func wantPair(t *testing.T, m *Maps, raw *bpf.XvsMaps, c Conn, want pair) {
 // datapathPromote does what bpf/lib/conn.h's conn_promote does when a
 // packet establishes a conn of the new pair: insert both keys into the
 // main pair, then delete them from the new one. half stops after the
+// halfPromoted installs c (last seen 1 s), establishes it and leaves it
+// half-way through the datapath's promotion: in both pairs. It returns c
+// as installed.
+func halfPromoted(t *testing.T, m *Maps, raw *bpf.XvsMaps, c Conn) Conn {
+	t.Helper()
+	c.LastSeen = time.Second
+	if err := m.InstallConn(c); err != nil {
+		t.Fatal(err)
+	}
+	datapathSetState(t, m, raw, c, uint8(bpf.XvsTcpStateSTATE_ESTABLISHED), time.Second)
+	datapathPromote(t, m, raw, c, true)
+	wantPair(t, m, raw, c, pairBoth)
+	return c
+}
+
 // inserts (a move in progress on another CPU).
 func datapathPromote(t *testing.T, m *Maps, raw *bpf.XvsMaps, c Conn, half bool) {
 	t.Helper()
@@ -236,13 +251,7 @@ func TestRemoveDuringMove(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m, raw := newTestMaps(t)
 			c := tcpConn(10 + i)
-			c.LastSeen = time.Second
-			if err := m.InstallConn(c); err != nil {
-				t.Fatal(err)
-			}
-			datapathSetState(t, m, raw, c, uint8(bpf.XvsTcpStateSTATE_ESTABLISHED), time.Second)
-			datapathPromote(t, m, raw, c, true)
-			wantPair(t, m, raw, c, pairBoth)
+			c = halfPromoted(t, m, raw, c)
 			if err := tt.remove(m, c); err != nil {
 				t.Fatal(err)
 			}

@@ -132,13 +132,7 @@ func withState(c Conn, s bpf.XvsTcpState) Conn {
 func TestExpireDuringMove(t *testing.T) {
 	m, raw := newTestMaps(t)
 	c := tcpConn(10)
-	c.LastSeen = time.Second
-	if err := m.InstallConn(c); err != nil {
-		t.Fatal(err)
-	}
-	datapathSetState(t, m, raw, c, uint8(bpf.XvsTcpStateSTATE_ESTABLISHED), time.Second)
-	datapathPromote(t, m, raw, c, true)
-	wantPair(t, m, raw, c, pairBoth)
+	c = halfPromoted(t, m, raw, c)
 	n, out := expireOne(t, m, []Conn{c})
 	if n != 1 || out[0] != outcomeRemoved {
 		t.Errorf("removed %d, outcome %d; want 1, %d", n, out[0], outcomeRemoved)

@@ -45,6 +45,11 @@ func (s *weightedRR) period(ds []*Dest) int {
 	return n
 }
 
+// fixed says whether the pool's picks depend on its scheduler alone: no
+// persistence templates, and no thresholds (OVERLOAD follows the live
+// counters). Called with p.mu held.
+func (p *Pool) fixed() bool { return p.cfg.Persistent <= 0 && p.nthr == 0 }
+
 // Cycle returns the real servers of the pool's next picks, one full
 // cycle: pick k (k = 0, 1, ...) from now on is cycle[k % len(cycle)], as
 // long as the pool does not change. ok is false when the pool's picks are
@@ -55,7 +60,7 @@ func (p *Pool) Cycle(max int) (cycle []*Dest, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s, ok := p.s.(stateOnly)
-	if !ok || p.cfg.Persistent > 0 || p.nthr > 0 {
+	if !ok || !p.fixed() {
 		return nil, false
 	}
 	n := s.period(p.dests)
@@ -86,7 +91,7 @@ func (p *Pool) Advance(n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s, ok := p.s.(stateOnly)
-	if !ok || p.cfg.Persistent > 0 || p.nthr > 0 {
+	if !ok || !p.fixed() {
 		return
 	}
 	// From the first pick on, the state itself repeats with the period

@@ -25,24 +25,16 @@ type HashTable struct {
 	Dests []*Dest // HashBuckets or MaglevSlots of them
 }
 
-// SourceHashBucket is sh's bucket of a client: hash_32 of its address
-// folded to 32 bits, plus its port with sh-port.
+// SourceHashBucket is sh's bucket of a TCP or UDP client: hash_32 of its
+// address folded to 32 bits, plus its port with sh-port.
 func SourceHashBucket(client netip.AddrPort, port bool) int {
-	v := foldAddr(client.Addr())
-	if port {
-		v += uint32(client.Port())
-	}
-	return int(shKey(v, 0))
+	return int(shKey(clientKey(Flow{Proto: 6, Client: client}, port), 0))
 }
 
-// MaglevSlot is mh's lookup slot of a client: hsiphash of its address
-// folded to 32 bits, plus its port with mh-port.
+// MaglevSlot is mh's lookup slot of a TCP or UDP client: hsiphash of its
+// address folded to 32 bits, plus its port with mh-port.
 func MaglevSlot(client netip.AddrPort, port bool) int {
-	v := foldAddr(client.Addr())
-	if port {
-		v += uint32(client.Port())
-	}
-	return int(mhSlot(v, 0))
+	return int(mhSlot(clientKey(Flow{Proto: 6, Client: client}, port), 0))
 }
 
 // DestHashBucket is dh's bucket of a virtual address.
@@ -60,7 +52,7 @@ func (p *Pool) HashTable() (HashTable, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var t HashTable
-	if p.cfg.Persistent > 0 || p.nthr > 0 {
+	if !p.fixed() {
 		return t, false
 	}
 	switch s := p.s.(type) {

@@ -120,10 +120,7 @@ func (s *maglev) pick(e *env, _ []*Dest, f Flow) *Dest {
 	if s.table == nil {
 		return nil
 	}
-	v := foldAddr(f.Client.Addr())
-	if e.flags&FlagPort != 0 {
-		v += l4Port(f)
-	}
+	v := clientKey(f, e.flags&FlagPort != 0)
 	ihash := mhSlot(v, 0)
 	d := s.table[ihash]
 	if d == nil {

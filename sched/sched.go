@@ -274,14 +274,18 @@ func foldAddr(a netip.Addr) uint32 {
 	return 0
 }
 
-// l4Port returns the flow's source port for protocols that have one (TCP,
-// UDP, SCTP), as ip_vs_sh_get_port does; 0 otherwise.
-func l4Port(f Flow) uint32 {
-	switch f.Proto {
-	case 6, 17, 132:
-		return uint32(f.Client.Port())
+// clientKey is what sh and mh hash for a flow: the client address folded
+// to 32 bits, plus with sh-port/mh-port (port) its source port for
+// protocols that have one (TCP, UDP, SCTP), as ip_vs_sh_get_port does.
+func clientKey(f Flow, port bool) uint32 {
+	v := foldAddr(f.Client.Addr())
+	if port {
+		switch f.Proto {
+		case 6, 17, 132:
+			v += uint32(f.Client.Port())
+		}
 	}
-	return 0
+	return v
 }
 
 func gcd(a, b int) int {

@@ -33,11 +33,7 @@ func shKey(v uint32, offset uint32) uint32 {
 }
 
 func (s *sourceHash) pick(e *env, _ []*Dest, f Flow) *Dest {
-	v := foldAddr(f.Client.Addr())
-	if e.flags&FlagPort != 0 {
-		v += l4Port(f)
-	}
-	return s.pickBucket(e, shKey(v, 0))
+	return s.pickBucket(e, shKey(clientKey(f, e.flags&FlagPort != 0), 0))
 }
 
 // pickBucket is the pick of a flow whose hash is ihash. The fallback's

@@ -75,8 +75,12 @@ const volatile enum inst_result xvs_enum_inst_result;
 static __always_inline int install_rec(struct inst *r, __s32 *e)
 {
 	long err = 0;
-	int res = conn_install(&r->ckey, &r->skey, &r->val, &err, 0);
+	int res;
 
+	/* A conn the datapath punted again, or one another worker won. */
+	if (conn_exists(&r->ckey))
+		return INST_EXISTS;
+	res = conn_install(&r->ckey, &r->skey, &r->val, &err);
 	*e = err;
 	return res;
 }

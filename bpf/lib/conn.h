@@ -356,14 +356,12 @@ static __always_inline int conn_exists(const struct conn_key *ckey)
 
 /* conn_install: installs a new conn, value val (state, flags, last_seen
  * set), with client-side key ckey and server-side key skey (whose source
- * is xvs_dests[val->dest_id]'s address), into the new pair. Returns an
- * enum inst_result; *e holds the error of INST_ERROR. The real server's
- * counters are the caller's.
+ * is xvs_dests[val->dest_id]'s address), into the new pair. The caller
+ * has just found ckey in neither pair (conn_exists, or the packet's own
+ * lookup); a racing installer is caught by the BPF_NOEXIST insert below.
+ * Returns an enum inst_result; *e holds the error of INST_ERROR. The real
+ * server's counters are the caller's.
  *
- *   refuse a client-side key either pair has (a race with another
- *   installer or a conn that exists: the caller looks it up); with missed
- *   set the caller's own lookup just missed in both pairs, and only the
- *   new pair's BPF_NOEXIST insert below catches a racing installer;
  *   server-side key first, so that a reply can never miss a conn the
  *   datapath already forwards; then the client-side key (BPF_NOEXIST); on
  *   a lost race keep the winner's server-side key;
@@ -372,8 +370,7 @@ static __always_inline int conn_exists(const struct conn_key *ckey)
  */
 static __always_inline int conn_install(const struct conn_key *ckey,
 					const struct conn_key *skey,
-					const struct conn *val, long *e,
-					int missed)
+					const struct conn *val, long *e)
 {
 	struct conn_key rk = {};
 	struct rconn rv = {}, wv = {}, *old;
@@ -381,8 +378,6 @@ static __always_inline int conn_install(const struct conn_key *ckey,
 	long err;
 
 	_Static_assert(sizeof(struct rconn) == 8, "rconn is one word");
-	if (!missed && conn_exists(ckey))
-		return INST_EXISTS;
 	conn_rconn(&rv, ckey, val);
 	err = bpf_map_update_elem(&xvs_rconns_new, skey, &rv, BPF_ANY);
 	if (err == -E2BIG)

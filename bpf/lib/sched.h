@@ -197,7 +197,7 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
 	conn_rkey(skey, &p->key, &val, d);
 	/* The packet's client-side key just missed in both pairs
 	 * (conn_find_first). */
-	res = conn_install(&p->key, skey, &val, &err, 1);
+	res = conn_install(&p->key, skey, &val, &err);
 	if (res == INST_OK) {
 		__sync_fetch_and_add(&d->inactive, 1);
 		event_count(EVENT_SCHED_NEW);
