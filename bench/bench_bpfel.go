@@ -18,6 +18,7 @@ import (
 const (
 	BenchMapBenchCnt      = "bench_cnt"
 	BenchMapRefTx         = "ref_tx"
+	BenchMapSinkCtl       = "sink_ctl"
 	BenchProgGenXdp       = "gen_xdp"
 	BenchProgRefXdp       = "ref_xdp"
 	BenchProgSinkXdp      = "sink_xdp"
@@ -90,6 +91,7 @@ type BenchProgramSpecs struct {
 type BenchMapSpecs struct {
 	BenchCnt *ebpf.MapSpec `ebpf:"bench_cnt"`
 	RefTx    *ebpf.MapSpec `ebpf:"ref_tx"`
+	SinkCtl  *ebpf.MapSpec `ebpf:"sink_ctl"`
 }
 
 // BenchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -134,12 +136,14 @@ func (o *BenchObjects) Close() error {
 type BenchMaps struct {
 	BenchCnt *ebpf.Map `ebpf:"bench_cnt"`
 	RefTx    *ebpf.Map `ebpf:"ref_tx"`
+	SinkCtl  *ebpf.Map `ebpf:"sink_ctl"`
 }
 
 func (m *BenchMaps) Close() error {
 	return _BenchClose(
 		m.BenchCnt,
 		m.RefTx,
+		m.SinkCtl,
 	)
 }
 

@@ -67,6 +67,8 @@ var Rows = []Row{
 	{Label: "  xvsd's first-packet budget during the flood, /s", Key: "flood_est_budget", XVS: "xvs", Prec: 0, NoRatio: true},
 	{Label: "  the same traffic just before, without the flood: Mpps received", Key: "flood_est_base_pps", XVS: "xvs", Scale: 1e-6, Prec: 3},
 	{Label: "  established rate kept under the flood (with / just before without)", Key: "flood_est_kept", XVS: "xvs", Prec: 2, NoRatio: true},
+	{Label: "UDP 64 B, flows the real servers never answer (xvs: conns left half-open), Mpps (xvs XDP)", Key: "udp_oneway_pps", XVS: "xvs", Scale: 1e-6, Prec: 3},
+	{Label: "same, xvs in TC mode", Key: "udp_oneway_pps", XVS: "xvs-tc", Scale: 1e-6, Prec: 3},
 	{Label: "new TCP connections/s, Connection: close (xvs XDP)", Key: "conn_rate", XVS: "xvs", Prec: 0},
 	{Label: "  p50 latency, µs", Key: "conn_p50_us", XVS: "xvs", Prec: 0},
 	{Label: "  p99 latency, µs", Key: "conn_p99_us", XVS: "xvs", Prec: 0},
@@ -392,7 +394,16 @@ func runEstablished(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, 
 	t.Helper()
 	name := env.lb.Name()
 	ev0 := env.events()
-	est, err := env.Established(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, []int{genCPU})
+	oneway, err := env.Established(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, []int{genCPU}, false)
+	for _, r := range oneway {
+		res.Add("udp_oneway_pps", name, "pps", r.PPS())
+		t.Logf("%s: %d flows never answered: %.0f pps received, %.0f pps sent", name, r.Flows, r.PPS(), r.SentPPS())
+	}
+	if err != nil {
+		fail("one-way flow rate", err)
+		return
+	}
+	est, err := env.Established(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, []int{genCPU}, true)
 	if ev := diffEvents(ev0, env.events()); ev != nil {
 		var d time.Duration
 		for _, r := range est {

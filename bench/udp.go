@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -65,15 +66,36 @@ func (e *udpEnv) warmFlows(ctx context.Context, g *Generator, flows, rounds int)
 	return rounds, fmt.Errorf("flows not established after %d warm-up rounds", rounds)
 }
 
+// answerFlows warms flows up as warmFlows does with the sink answering
+// each frame, as a real server answers a UDP flow: a conntrack entry or
+// an xvs conn is then established in both directions (xvs moves it from
+// its half-open pair to the main one). The answers go back through the
+// balancer to the generator's interface, where nothing listens.
+func (e *udpEnv) answerFlows(ctx context.Context, g *Generator, flows int) (err error) {
+	if err := e.sink.Answer(true); err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, e.sink.Answer(false)) }()
+	_, err = e.warmFlows(ctx, g, flows, 10)
+	return err
+}
+
 // Established measures small-UDP forwarding over flows established flows:
-// one generator thread per CPU for d, frames counted at the sink.
-func (e *udpEnv) Established(ctx context.Context, flows int, d time.Duration, reps int, cpus []int) ([]EstablishedResult, error) {
+// one generator thread per CPU for d, frames counted at the sink. With
+// answered, the real servers answer every flow once during the warm-up;
+// without, the flows only ever go one way (for xvs, conns that stay in
+// the half-open pair).
+func (e *udpEnv) Established(ctx context.Context, flows int, d time.Duration, reps int, cpus []int, answered bool) ([]EstablishedResult, error) {
 	g, err := NewGenerator(e.tp, GenConfig{Flows: uint32(flows), Sport: 20000}, e.tp.Addrs.Gen, e.lb.Target(udpPort))
 	if err != nil {
 		return nil, err
 	}
 	defer g.Close()
-	if _, err := e.warmFlows(ctx, g, flows, 10); err != nil {
+	warm := func() error { _, err := e.warmFlows(ctx, g, flows, 10); return err }
+	if answered {
+		warm = func() error { return e.answerFlows(ctx, g, flows) }
+	}
+	if err := warm(); err != nil {
 		return nil, err
 	}
 	var out []EstablishedResult
@@ -312,7 +334,7 @@ func (e *udpEnv) EstablishedUnderFlood(ctx context.Context, flows int, d time.Du
 		return nil, err
 	}
 	defer g.Close()
-	if _, err := e.warmFlows(ctx, g, flows, 10); err != nil {
+	if err := e.answerFlows(ctx, g, flows); err != nil {
 		return nil, err
 	}
 	// The flood is mixed into the established traffic by the same

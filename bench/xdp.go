@@ -305,6 +305,19 @@ func AttachSink(tp *Topo) (*Sink, error) {
 // Count is the number of frames counted so far.
 func (s *Sink) Count() (uint64, error) { return sumCPU(s.objs.BenchCnt, cntSink) }
 
+// Answer switches the sink between dropping what it counts (off) and
+// answering it (on).
+func (s *Sink) Answer(on bool) error {
+	var v uint32
+	if on {
+		v = 1
+	}
+	if err := s.objs.SinkCtl.Update(uint32(0), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("switch the sink's answers: %w", err)
+	}
+	return nil
+}
+
 // Close detaches and unloads the sink.
 func (s *Sink) Close() error {
 	return errors.Join(s.l.Close(), s.objs.Close())
