@@ -210,6 +210,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_rings SEC(".maps");
 
+/* Next hops of real servers by dest id, per CPU (struct route in xvs.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct route);
+	__uint(max_entries, XVS_MAX_DESTS);
+} xvs_routes SEC(".maps");
+
 /* Event counters (enum event), per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -15,7 +15,9 @@
  *              -> hit:  SYN reusing a closed conn: punt
  *                       conn_admit -> conn_account
  *                       -> TTL <= 1: answer time exceeded
- *                       -> fib -> too big, DF: answer frag needed
+ *                       -> fib (XDP, to a real server: its cached
+ *                          route while valid) -> too big, DF: answer
+ *                          frag needed
  *                       -> nat -> (first fragment: record) -> xmit
  *
  * Every verdict counts exactly one enum reason in xvs_reasons.
@@ -65,8 +67,7 @@ static __always_inline int hit_xdp(struct xdp_md *ctx, __u32 ifindex,
 	if (p->ttl <= 1) {
 		reply_ttl(&rp, p, h);
 	} else {
-		fib_fill(&fp, p, h, ifindex, p->ip_len);
-		r = fib_result(bpf_fib_lookup(ctx, &fp, sizeof(fp), 0));
+		r = fib_xdp(ctx, &fp, p, h, ifindex);
 		if (r != REASON_PASS_MTU || !p->df) {
 			if (nat_xdp(data_end, p, h) != XVS_CONTINUE)
 				return xdp_verdict(REASON_DROP_MALFORMED);

@@ -212,9 +212,34 @@ enum event {
 /* Datapath configuration: xvs_cfg[0], written by the daemon. */
 struct cfg {
 	__u32 punt_ifindex; /* the punt tap; 0 = no punt device */
-	__u32 flags;        /* reserved, 0 */
+	__u32 route_gen;    /* bumped by the daemon on every route, rule,
+			     * address, link or neighbour change: xvs_routes
+			     * entries of another generation are stale */
 	__u64 alive_ns;     /* daemon liveness stamp, bpf_ktime_get_ns clock */
 	__u64 stale_ns;     /* first packets are dropped when now - alive_ns > stale_ns */
+};
+
+/*
+ * Next hops of real servers: xvs_routes, per CPU, by dest id, written by
+ * the XDP datapath only. IPVS routes a NAT packet to its real server
+ * through a route cached in the dest (dest_dst), valid until the routing
+ * generation changes; xvs caches what bpf_fib_lookup said for a dest's
+ * address the same way, for client -> server packets in XDP, and looks it
+ * up again when cfg.route_gen moved, the dest's address changed or the
+ * entry is XVS_ROUTE_MAX_AGE_NS old (a path MTU learnt by the kernel, or
+ * a change while the daemon is down). Replies (server -> client) look
+ * their client's route up every time, as the kernel routes them.
+ */
+#define XVS_ROUTE_MAX_AGE_NS 100000000ULL /* 100 ms */
+
+struct route {
+	__u64 stamp;    /* coarse clock of the lookup; 0 = empty */
+	__u8 addr[16];  /* the dest's address it was looked up for */
+	__u32 gen;      /* cfg.route_gen then */
+	__u32 ifindex;  /* egress device */
+	__u32 mtu;      /* egress path MTU */
+	__u8 smac[6];
+	__u8 dmac[6];
 };
 
 /*

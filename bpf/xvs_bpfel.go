@@ -24,7 +24,7 @@ type XvsBudget struct {
 type XvsCfg struct {
 	_           structs.HostLayout
 	PuntIfindex uint32
-	Flags       uint32
+	RouteGen    uint32
 	AliveNs     uint64
 	StaleNs     uint64
 }
@@ -184,6 +184,17 @@ const (
 	XvsRingKindRING_MH_HASH  XvsRingKind = 3
 )
 
+type XvsRoute struct {
+	_       structs.HostLayout
+	Stamp   uint64
+	Addr    [16]uint8
+	Gen     uint32
+	Ifindex uint32
+	Mtu     uint32
+	Smac    [6]uint8
+	Dmac    [6]uint8
+}
+
 type XvsStats struct {
 	_        structs.HostLayout
 	Conns    uint64
@@ -242,6 +253,7 @@ const (
 	XvsMapXvsRconnsNew      = "xvs_rconns_new"
 	XvsMapXvsReasons        = "xvs_reasons"
 	XvsMapXvsRings          = "xvs_rings"
+	XvsMapXvsRoutes         = "xvs_routes"
 	XvsMapXvsScratch        = "xvs_scratch"
 	XvsMapXvsSvcStats       = "xvs_svc_stats"
 	XvsMapXvsSvcs           = "xvs_svcs"
@@ -324,6 +336,7 @@ type XvsMapSpecs struct {
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
 	XvsRings     *ebpf.MapSpec `ebpf:"xvs_rings"`
+	XvsRoutes    *ebpf.MapSpec `ebpf:"xvs_routes"`
 	XvsScratch   *ebpf.MapSpec `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.MapSpec `ebpf:"xvs_svcs"`
@@ -380,6 +393,7 @@ type XvsMaps struct {
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
 	XvsRings     *ebpf.Map `ebpf:"xvs_rings"`
+	XvsRoutes    *ebpf.Map `ebpf:"xvs_routes"`
 	XvsScratch   *ebpf.Map `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.Map `ebpf:"xvs_svcs"`
@@ -403,6 +417,7 @@ func (m *XvsMaps) Close() error {
 		m.XvsRconnsNew,
 		m.XvsReasons,
 		m.XvsRings,
+		m.XvsRoutes,
 		m.XvsScratch,
 		m.XvsSvcStats,
 		m.XvsSvcs,

@@ -474,6 +474,12 @@ func (m *Maps) Heartbeat() error {
 	return m.updateCfg(func(c *bpf.XvsCfg) { c.AliveNs = uint64(Now()) })
 }
 
+// BumpRouteGen moves cfg.route_gen on: the datapath looks every real
+// server's next hop up again instead of taking it from xvs_routes.
+func (m *Maps) BumpRouteGen() error {
+	return m.updateCfg(func(c *bpf.XvsCfg) { c.RouteGen++ })
+}
+
 // Cfg returns the datapath configuration entry.
 func (m *Maps) Cfg() (bpf.XvsCfg, error) {
 	var c bpf.XvsCfg

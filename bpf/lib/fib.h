@@ -101,6 +101,84 @@ static __always_inline int fib_result(long rc)
 	return REASON_PASS_FIB;
 }
 
+/* route_valid: whether rt still holds the next hop of dest d: made for
+ * its address, in routing generation gen, less than
+ * XVS_ROUTE_MAX_AGE_NS before now. */
+static __always_inline int route_valid(const struct route *rt,
+				       const struct dest *d, __u32 gen,
+				       __u64 now)
+{
+	const __u64 *a = (const __u64 *)rt->addr, *b = (const __u64 *)d->addr;
+
+	_Static_assert(__builtin_offsetof(struct route, addr) % 8 == 0 &&
+		       __builtin_offsetof(struct dest, addr) % 8 == 0,
+		       "addresses compared as two words");
+	return rt->stamp && rt->gen == gen &&
+	       now - rt->stamp < XVS_ROUTE_MAX_AGE_NS &&
+	       ((a[0] ^ b[0]) | (a[1] ^ b[1])) == 0;
+}
+
+/* route_use: fills fp from rt as bpf_fib_lookup would have, with its MTU
+ * check of tot_len. */
+static __always_inline int route_use(const struct route *rt,
+				     struct bpf_fib_lookup *fp)
+{
+	int r = fp->tot_len > rt->mtu ? REASON_PASS_MTU : XVS_CONTINUE;
+
+	fp->ifindex = rt->ifindex;
+	__builtin_memcpy(fp->smac, rt->smac, ETH_ALEN);
+	__builtin_memcpy(fp->dmac, rt->dmac, ETH_ALEN);
+	fp->mtu_result = rt->mtu; /* union with tot_len */
+	return r;
+}
+
+/* route_keep: stores in rt the next hop a successful lookup put in fp;
+ * on success the helper returns the path MTU in mtu_result. */
+static __always_inline void route_keep(struct route *rt,
+				       const struct bpf_fib_lookup *fp,
+				       const struct dest *d, __u32 gen,
+				       __u64 now)
+{
+	__builtin_memcpy(rt->addr, d->addr, 16);
+	rt->gen = gen;
+	rt->ifindex = fp->ifindex;
+	rt->mtu = fp->mtu_result;
+	__builtin_memcpy(rt->smac, fp->smac, ETH_ALEN);
+	__builtin_memcpy(rt->dmac, fp->dmac, ETH_ALEN);
+	rt->stamp = now;
+}
+
+/* fib_xdp: the next hop of hit h's packet in XDP (fib_fill from ingress
+ * ifindex, then bpf_fib_lookup), taken from its dest's entry in
+ * xvs_routes for a client -> server packet while that entry is valid, and
+ * kept there after a successful lookup. Returns fib_result's verdict,
+ * with fp filled as the helper fills it. */
+static __always_inline int fib_xdp(struct xdp_md *ctx,
+				   struct bpf_fib_lookup *fp, struct pkt *p,
+				   struct hit *h, __u32 ifindex)
+{
+	struct route *rt = NULL;
+	struct cfg *cfg = NULL;
+	__u32 zero = 0;
+	__u64 now = 0;
+	long rc;
+
+	fib_fill(fp, p, h, ifindex, p->ip_len);
+	if (!h->out && h->d) {
+		cfg = bpf_map_lookup_elem(&xvs_cfg, &zero);
+		rt = bpf_map_lookup_elem(&xvs_routes, &h->c->dest_id);
+	}
+	if (cfg && rt) {
+		now = bpf_ktime_get_coarse_ns();
+		if (route_valid(rt, h->d, cfg->route_gen, now))
+			return route_use(rt, fp);
+	}
+	rc = bpf_fib_lookup(ctx, fp, sizeof(*fp), 0);
+	if (cfg && rt && rc == BPF_FIB_LKUP_RET_SUCCESS && fp->mtu_result)
+		route_keep(rt, fp, h->d, cfg->route_gen, now);
+	return fib_result(rc);
+}
+
 /* fib_gso_fits: whether the segments of a GSO skb (TC) fit mtu, the
  * egress MTU the lookup returned. bpf_fib_lookup itself lets every GSO
  * skb pass (is_skb_forwardable), and a redirected segment larger than the

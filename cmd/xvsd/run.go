@@ -25,6 +25,7 @@ import (
 	"xvs/ipvsadm"
 	"xvs/loader"
 	"xvs/maps"
+	"xvs/routewatch"
 )
 
 const version = "0.1.0"
@@ -234,6 +235,11 @@ func daemon(c *cli.Context) error {
 		Logger:   log,
 	}
 
+	routes, err := routewatch.Open()
+	if err != nil {
+		return err
+	}
+	defer routes.Close()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, l) })
 	icmp, err := loader.NewUnreachable()
@@ -251,6 +257,11 @@ func daemon(c *cli.Context) error {
 		return nil
 	})
 	g.Go(func() error { return beat(ctx, m) })
+	// Next hops the datapath cached while no daemon watched may be stale.
+	if err := m.BumpRouteGen(); err != nil {
+		return err
+	}
+	g.Go(func() error { return routes.Run(ctx, m.BumpRouteGen) })
 	g.Go(func() error {
 		<-ctx.Done()
 		syncs.Close()
