@@ -575,5 +575,6 @@ func (x *XVS) Diag() string {
 		return ""
 	}
 	out, _ := x.adm("-L", "-n", "--stats", "--exact")
-	return out + "\n" + x.logText()
+	counters, _ := x.adm("--counters")
+	return out + "\n" + counters + "\n" + x.logText()
 }

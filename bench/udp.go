@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -66,12 +69,40 @@ func (e *udpEnv) warmFlows(ctx context.Context, g *Generator, flows, rounds int)
 	return rounds, fmt.Errorf("flows not established after %d warm-up rounds", rounds)
 }
 
-// answerFlows warms flows up as warmFlows does with the sink answering
-// each frame, as a real server answers a UDP flow: a conntrack entry or
-// an xvs conn is then established in both directions (xvs moves it from
-// its half-open pair to the main one). The answers go back through the
-// balancer to the generator's interface, where nothing listens.
+// answerFlows warms flows up as warmFlows does with the real servers
+// answering each frame (an echo socket behind the sink), as a real server
+// answers a UDP flow: a conntrack entry or an xvs conn is then
+// established in both directions (xvs moves it from its half-open pair to
+// the main one). The answers go back through the balancer to the
+// generator's interface, where nothing listens. (Answered by XDP_TX from
+// the real servers' veth instead, most answers were dropped at the
+// director's veth and the next XDP balancer's redirects to the real
+// servers were dropped too.)
 func (e *udpEnv) answerFlows(ctx context.Context, g *Generator, flows int) (err error) {
+	// One socket per address: a wildcard socket would answer from the
+	// first address, which is not the conn's real server.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, a := range e.tp.Addrs.RS {
+		var pc net.PacketConn
+		if err := e.tp.RS.Do(func() (err error) {
+			pc, err = net.ListenPacket("udp4", netip.AddrPortFrom(a, udpPort).String())
+			return err
+		}); err != nil {
+			return fmt.Errorf("echo socket on real server %s: %w", a, err)
+		}
+		defer pc.Close()
+		wg.Go(func() {
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return // closed
+				}
+				_, _ = pc.WriteTo(buf[:n], from)
+			}
+		})
+	}
 	if err := e.sink.Answer(true); err != nil {
 		return err
 	}
