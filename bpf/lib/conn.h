@@ -56,6 +56,7 @@ struct hit {
 	int out;                 /* 0: client -> server, 1: server -> client */
 	int avail;               /* d has DEST_F_AVAILABLE */
 	int fresh;               /* c is in the new pair (xvs_conns_new) */
+	__u64 now;               /* coarse clock, read by conn_stamp */
 };
 
 /* conn_ckey: rebuilds in ck the client-side key of server-side tuple sk
@@ -499,14 +500,16 @@ static __always_inline void conn_promote(struct pkt *p, struct hit *h)
 	h->ckey = rck;
 }
 
-/* conn_stamp: last_seen of c = now on the coarse clock, written only if
- * it changed (see the file comment). */
-static __always_inline void conn_stamp(struct conn *c)
+/* conn_stamp: last_seen of h's conn = now on the coarse clock, written
+ * only if it changed (see the file comment); h->now keeps the reading for
+ * the rest of the packet's path (the next-hop cache, lib/fib.h). */
+static __always_inline void conn_stamp(struct hit *h)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 
-	if (c->last_seen != now)
-		c->last_seen = now;
+	h->now = now;
+	if (h->c->last_seen != now)
+		h->c->last_seen = now;
 }
 
 /* conn_account: the bookkeeping of one forwarded packet of a hit. Stats,
@@ -520,7 +523,7 @@ static __always_inline void conn_account(struct pkt *p, struct hit *h)
 
 	if (p->key.proto == IPPROTO_TCP)
 		conn_state(h, p->tcp_flags);
-	conn_stamp(h->c);
+	conn_stamp(h);
 	if (h->avail)
 		stats_add(h->c->svc_id, h->c->dest_id, h->out, p->ip_len, new);
 	conn_promote(p, h);
@@ -532,7 +535,7 @@ static __always_inline void conn_account(struct pkt *p, struct hit *h)
  * CONN_F_NEW. */
 static __always_inline void conn_touch(struct hit *h, __u32 bytes)
 {
-	conn_stamp(h->c);
+	conn_stamp(h);
 	if (h->avail)
 		stats_add(h->c->svc_id, h->c->dest_id, h->out, bytes, 0);
 }

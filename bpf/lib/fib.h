@@ -151,8 +151,9 @@ static __always_inline void route_keep(struct route *rt,
 /* fib_xdp: the next hop of hit h's packet in XDP (fib_fill from ingress
  * ifindex, then bpf_fib_lookup), taken from its dest's entry in
  * xvs_routes for a client -> server packet while that entry is valid, and
- * kept there after a successful lookup. Returns fib_result's verdict,
- * with fp filled as the helper fills it. */
+ * kept there after a successful lookup; the clock is h->now, read by
+ * conn_account. Returns fib_result's verdict, with fp filled as the
+ * helper fills it. */
 static __always_inline int fib_xdp(struct xdp_md *ctx,
 				   struct bpf_fib_lookup *fp, struct pkt *p,
 				   struct hit *h, __u32 ifindex)
@@ -160,7 +161,6 @@ static __always_inline int fib_xdp(struct xdp_md *ctx,
 	struct route *rt = NULL;
 	struct cfg *cfg = NULL;
 	__u32 zero = 0;
-	__u64 now = 0;
 	long rc;
 
 	fib_fill(fp, p, h, ifindex, p->ip_len);
@@ -168,14 +168,11 @@ static __always_inline int fib_xdp(struct xdp_md *ctx,
 		cfg = bpf_map_lookup_elem(&xvs_cfg, &zero);
 		rt = bpf_map_lookup_elem(&xvs_routes, &h->c->dest_id);
 	}
-	if (cfg && rt) {
-		now = bpf_ktime_get_coarse_ns();
-		if (route_valid(rt, h->d, cfg->route_gen, now))
-			return route_use(rt, fp);
-	}
+	if (cfg && rt && route_valid(rt, h->d, cfg->route_gen, h->now))
+		return route_use(rt, fp);
 	rc = bpf_fib_lookup(ctx, fp, sizeof(*fp), 0);
 	if (cfg && rt && rc == BPF_FIB_LKUP_RET_SUCCESS && fp->mtu_result)
-		route_keep(rt, fp, h->d, cfg->route_gen, now);
+		route_keep(rt, fp, h->d, cfg->route_gen, h->now);
 	return fib_result(rc);
 }
 
