@@ -42,7 +42,7 @@ type ExpireCand struct {
 type ExpireCfg struct {
 	_           structs.HostLayout
 	PuntIfindex uint32
-	Flags       uint32
+	RouteGen    uint32
 	AliveNs     uint64
 	StaleNs     uint64
 }
@@ -125,6 +125,17 @@ type ExpireRing struct {
 	}
 }
 
+type ExpireRoute struct {
+	_       structs.HostLayout
+	Stamp   uint64
+	Addr    [16]uint8
+	Gen     uint32
+	Ifindex uint32
+	Mtu     uint32
+	Smac    [6]uint8
+	Dmac    [6]uint8
+}
+
 type ExpireStats struct {
 	_        structs.HostLayout
 	Conns    uint64
@@ -167,6 +178,7 @@ const (
 	ExpireMapXvsRconnsNew   = "xvs_rconns_new"
 	ExpireMapXvsReasons     = "xvs_reasons"
 	ExpireMapXvsRings       = "xvs_rings"
+	ExpireMapXvsRoutes      = "xvs_routes"
 	ExpireMapXvsScratch     = "xvs_scratch"
 	ExpireMapXvsSvcStats    = "xvs_svc_stats"
 	ExpireMapXvsSvcs        = "xvs_svcs"
@@ -240,6 +252,7 @@ type ExpireMapSpecs struct {
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
 	XvsRings     *ebpf.MapSpec `ebpf:"xvs_rings"`
+	XvsRoutes    *ebpf.MapSpec `ebpf:"xvs_routes"`
 	XvsScratch   *ebpf.MapSpec `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.MapSpec `ebpf:"xvs_svcs"`
@@ -289,6 +302,7 @@ type ExpireMaps struct {
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
 	XvsRings     *ebpf.Map `ebpf:"xvs_rings"`
+	XvsRoutes    *ebpf.Map `ebpf:"xvs_routes"`
 	XvsScratch   *ebpf.Map `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.Map `ebpf:"xvs_svcs"`
@@ -313,6 +327,7 @@ func (m *ExpireMaps) Close() error {
 		m.XvsRconnsNew,
 		m.XvsReasons,
 		m.XvsRings,
+		m.XvsRoutes,
 		m.XvsScratch,
 		m.XvsSvcStats,
 		m.XvsSvcs,

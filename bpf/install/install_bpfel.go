@@ -24,7 +24,7 @@ type InstallBudget struct {
 type InstallCfg struct {
 	_           structs.HostLayout
 	PuntIfindex uint32
-	Flags       uint32
+	RouteGen    uint32
 	AliveNs     uint64
 	StaleNs     uint64
 }
@@ -129,6 +129,17 @@ type InstallRing struct {
 	}
 }
 
+type InstallRoute struct {
+	_       structs.HostLayout
+	Stamp   uint64
+	Addr    [16]uint8
+	Gen     uint32
+	Ifindex uint32
+	Mtu     uint32
+	Smac    [6]uint8
+	Dmac    [6]uint8
+}
+
 type InstallStats struct {
 	_        structs.HostLayout
 	Conns    uint64
@@ -171,6 +182,7 @@ const (
 	InstallMapXvsRconnsNew      = "xvs_rconns_new"
 	InstallMapXvsReasons        = "xvs_reasons"
 	InstallMapXvsRings          = "xvs_rings"
+	InstallMapXvsRoutes         = "xvs_routes"
 	InstallMapXvsScratch        = "xvs_scratch"
 	InstallMapXvsSvcStats       = "xvs_svc_stats"
 	InstallMapXvsSvcs           = "xvs_svcs"
@@ -244,6 +256,7 @@ type InstallMapSpecs struct {
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.MapSpec `ebpf:"xvs_reasons"`
 	XvsRings     *ebpf.MapSpec `ebpf:"xvs_rings"`
+	XvsRoutes    *ebpf.MapSpec `ebpf:"xvs_routes"`
 	XvsScratch   *ebpf.MapSpec `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.MapSpec `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.MapSpec `ebpf:"xvs_svcs"`
@@ -293,6 +306,7 @@ type InstallMaps struct {
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
 	XvsReasons   *ebpf.Map `ebpf:"xvs_reasons"`
 	XvsRings     *ebpf.Map `ebpf:"xvs_rings"`
+	XvsRoutes    *ebpf.Map `ebpf:"xvs_routes"`
 	XvsScratch   *ebpf.Map `ebpf:"xvs_scratch"`
 	XvsSvcStats  *ebpf.Map `ebpf:"xvs_svc_stats"`
 	XvsSvcs      *ebpf.Map `ebpf:"xvs_svcs"`
@@ -317,6 +331,7 @@ func (m *InstallMaps) Close() error {
 		m.XvsRconnsNew,
 		m.XvsReasons,
 		m.XvsRings,
+		m.XvsRoutes,
 		m.XvsScratch,
 		m.XvsSvcStats,
 		m.XvsSvcs,
