@@ -311,12 +311,16 @@ func runUDP(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer
 	// forwarding rate is measured. (Sink and director on one CPU, both
 	// real-time, starve each other: measured 0.05 Mpps instead of 1.2.)
 	genCPU, dirCPU := cpus[0], cpus[len(cpus)-1]
-	rx := append(slices.Clone(tp.ExtNAPI), tp.RSNAPI...)
+	if err := tp.ThreadNAPI(true); err != nil {
+		fail("napi threads", err)
+		return
+	}
 	defer func() {
-		if err := errors.Join(pinThreads(rx, nil), setFIFO(rx, false)); err != nil {
-			fail("reset napi threads", err)
+		if err := tp.ThreadNAPI(false); err != nil {
+			fail("napi back to softirq", err)
 		}
 	}()
+	rx := append(slices.Clone(tp.ExtNAPI), tp.RSNAPI...)
 	if err := errors.Join(pinThreads(tp.ExtNAPI, []int{dirCPU}), pinThreads(tp.RSNAPI, []int{genCPU}), setFIFO(rx, true)); err != nil {
 		fail("napi threads", err)
 		return

@@ -83,9 +83,9 @@ type Topo struct {
 	GenIdx, ExtIdx, IntIdx, RSIdx int
 
 	// NAPI threads of the director's external interface (its receive
-	// work for client-to-VIP traffic), of the real servers' interface
-	// (the sink) and of the two others.
-	ExtNAPI, RSNAPI, OtherNAPI []int
+	// work for client-to-VIP traffic) and of the real servers' interface
+	// (the sink), while ThreadNAPI has them on.
+	ExtNAPI, RSNAPI []int
 }
 
 // NewTopo builds the topology and proves plain routing across it.
@@ -194,22 +194,6 @@ func (tp *Topo) build() error {
 		}
 	}
 	var err error
-	if tp.ExtNAPI, err = threadNAPI(tp.Dir, extIf); err != nil {
-		return err
-	}
-	if tp.RSNAPI, err = threadNAPI(tp.RS, rsIf); err != nil {
-		return err
-	}
-	for _, e := range []struct {
-		ns *testutil.NetNS
-		If string
-	}{{tp.Gen, genIf}, {tp.Dir, intIf}} {
-		pids, err := threadNAPI(e.ns, e.If)
-		if err != nil {
-			return err
-		}
-		tp.OtherNAPI = append(tp.OtherNAPI, pids...)
-	}
 	if tp.GenIdx, tp.GenMAC, err = linkInfo(tp.Gen, genIf); err != nil {
 		return err
 	}
@@ -281,6 +265,43 @@ func parseLinkStat(out, dir, field string) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s %s counter in ip -s link output", dir, field)
+}
+
+// ThreadNAPI switches the NAPI of all four veths to kernel threads (on)
+// or back to the softirq of the CPU that sent (off, the kernel's
+// default), and records the threads of the director's external and the
+// real servers' interfaces while on.
+//
+// Only the UDP runs need threads: their receive work is pinned to CPUs.
+// The TCP runs keep the default. A veth uses its NAPI only for an XDP
+// program or for frames GRO may merge (the sender without TSO), so as
+// threads it would cost the XDP datapaths (xvs XDP, the static ref) two
+// thread wake-ups per packet across the director that the kernel paths
+// (nft, forwarding, xvs TC, whose senders keep TSO) never pay; a NIC's
+// NAPI runs in softirq unless its operator asks for threads.
+func (tp *Topo) ThreadNAPI(on bool) error {
+	ifs := []struct {
+		ns *testutil.NetNS
+		If string
+		to *[]int
+	}{{tp.Dir, extIf, &tp.ExtNAPI}, {tp.RS, rsIf, &tp.RSNAPI}, {tp.Gen, genIf, nil}, {tp.Dir, intIf, nil}}
+	tp.ExtNAPI, tp.RSNAPI = nil, nil
+	for _, e := range ifs {
+		if !on {
+			if _, err := e.ns.Run("sh", "-c", fmt.Sprintf("echo 0 > /sys/class/net/%s/threaded", e.If)); err != nil {
+				return fmt.Errorf("softirq napi on %s: %w", e.If, err)
+			}
+			continue
+		}
+		pids, err := threadNAPI(e.ns, e.If)
+		if err != nil {
+			return err
+		}
+		if e.to != nil {
+			*e.to = pids
+		}
+	}
+	return nil
 }
 
 // threadNAPI switches ifname's NAPI to a kernel thread and returns the
