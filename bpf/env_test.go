@@ -285,6 +285,9 @@ func (e *env) load() {
 		e.t.Fatalf("load: %v", err)
 	}
 	e.t.Cleanup(func() { e.objs.Close() })
+	if err := FillProgs(&e.objs); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // Verdicts, spelled per entry by verdictCode.

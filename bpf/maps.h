@@ -227,4 +227,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xvs_events SEC(".maps");
 
+/* The datapath's own program, for a packet to start over: a SYN whose
+ * reused port's old conn was just removed runs again as a first packet
+ * (lib/punt.h punt_reuse). One array per program type (the kernel ties a
+ * program array to the type of the programs that use it), one entry each,
+ * filled by the loader; not pinned (they hold this load's programs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} xvs_progs_xdp SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} xvs_progs_tc SEC(".maps");
+
 #endif /* XVS_MAPS_H */

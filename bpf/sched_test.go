@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"xvs/sched"
 	"xvs/testutil"
 )
@@ -314,6 +316,124 @@ func TestRingHash(t *testing.T) {
 					}
 					if c.kind != XvsRingKindRING_DST_HASH && (seen[true] == 0 || seen[false] == 0) {
 						t.Errorf("24 clients met %d scheduled and %d daemon buckets; want both kinds", seen[true], seen[false])
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestRingPortReuse: a SYN on the port of a closed conn (TIME_WAIT in the
+// main pair, CLOSE in the new pair) of a service with a ring: the
+// datapath removes the old conn, counted out of its real server, and the
+// SYN starts over as a first packet, scheduled from the ring in the same
+// run (IPVS conn_reuse_mode 1). Without the program to start over in, the
+// SYN goes to the daemon with the old conn already gone.
+func TestRingPortReuse(t *testing.T) {
+	e := newRingEnv(t)
+	n := uint16(0)
+	for _, en := range entries {
+		for fi, fa := range families {
+			for _, c := range []struct {
+				name  string
+				main  bool
+				state XvsTcpState
+				progs bool
+			}{
+				{"time_wait in main pair", true, XvsTcpStateSTATE_TIME_WAIT, true},
+				{"close in new pair", false, XvsTcpStateSTATE_CLOSE, true},
+				{"no program to start over in", true, XvsTcpStateSTATE_TIME_WAIT, false},
+			} {
+				svc := uint32(svcTCPID + fi*v6IDs)
+				old, pick := uint32(destRS+fi*v6IDs), uint32(destRing+fi*v6IDs)
+				t.Run(fmt.Sprintf("%s/%s/%s", en.name, fa.name, c.name), func(t *testing.T) {
+					e := e.with(t)
+					n++
+					cli, vip := ap(fa.cli, 23000+n), ap(fa.vip, vport)
+					k := e.addConn(cli, vip, ap(fa.rs, rport), testutil.ProtoTCP, svc, old)
+					rk := rconnKey(cli, ap(fa.rs, rport), testutil.ProtoTCP)
+					cn := e.conn(k)
+					cn.State, cn.Flags = uint8(c.state), 0
+					if c.main {
+						for _, m := range []*ebpf.Map{e.objs.XvsConnsNew, e.objs.XvsRconnsNew} {
+							key := k
+							if m == e.objs.XvsRconnsNew {
+								key = rk
+							}
+							if err := m.Delete(key); err != nil {
+								t.Fatal(err)
+							}
+						}
+						if err := e.objs.XvsConns.Put(k, cn); err != nil {
+							t.Fatal(err)
+						}
+						if err := e.objs.XvsRconns.Put(rk, rconn(vip, svc)); err != nil {
+							t.Fatal(err)
+						}
+					} else {
+						e.putConn(k, cn)
+					}
+					if !c.progs {
+						for _, m := range []*ebpf.Map{e.objs.XvsProgsXdp, e.objs.XvsProgsTc} {
+							if err := m.Delete(uint32(0)); err != nil {
+								t.Fatal(err)
+							}
+						}
+						defer func() {
+							if err := FillProgs(&e.objs); err != nil {
+								t.Fatal(err)
+							}
+						}()
+					}
+					e.putRing(svc, []ringEnt{{pick, rport + 1}})
+					defer e.objs.XvsRings.Delete(svc)
+					before := map[uint32]XvsDest{old: e.dest(old), pick: e.dest(pick)}
+					e.events()
+
+					f := frame(cli, vip, testutil.ProtoTCP, testutil.TCPSyn, macCli, macExt)
+					dc := dpCase{in: f.Bytes(), ingress: e.ext.index, want: vRedirect, reason: XvsReasonREASON_PUNT}
+					if c.progs {
+						out := f
+						out.Dst, out.DstPort, out.TTL, out.DstMAC, out.SrcMAC = fa.rs, rport+1, 63, macRS, macInt
+						dc.out, dc.reason = out.Bytes(), XvsReasonREASON_FWD_IN
+					}
+					e.check(t, en, dc)
+
+					if d := e.dest(old); d.Inactive != before[old].Inactive-1 || d.Active != before[old].Active {
+						t.Errorf("old dest: active %d inactive %d, want %d %d (counted out)",
+							d.Active, d.Inactive, before[old].Active, before[old].Inactive-1)
+					}
+					for _, m := range []*ebpf.Map{e.objs.XvsRconns, e.objs.XvsRconnsNew} {
+						var rv XvsRconn
+						if err := m.Lookup(rk, &rv); err == nil {
+							t.Errorf("old server-side key still in %v", m)
+						}
+					}
+					wantEv := map[XvsEvent]uint64{XvsEventEVENT_SCHED_REUSED: 1}
+					if !c.progs {
+						if err := e.connTable(k).Lookup(k, new(XvsConn)); err == nil {
+							t.Errorf("old conn still there")
+						}
+						if ev := e.events(); fmt.Sprint(ev) != fmt.Sprint(wantEv) {
+							t.Errorf("events %v, want %v", ev, wantEv)
+						}
+						return
+					}
+					wantEv[XvsEventEVENT_SCHED_NEW] = 1
+					if ev := e.events(); fmt.Sprint(ev) != fmt.Sprint(wantEv) {
+						t.Errorf("events %v, want %v", ev, wantEv)
+					}
+					nc := e.conn(k)
+					if nc.DestId != pick || nc.Dport != be16(rport+1) || nc.State != uint8(XvsTcpStateSTATE_SYN_RECV) {
+						t.Errorf("conn to dest %d port %d state %d, want %d %d %d",
+							nc.DestId, be16(nc.Dport), nc.State, pick, rport+1, XvsTcpStateSTATE_SYN_RECV)
+					}
+					if d := e.dest(pick); d.Active != before[pick].Active+1 || d.Inactive != before[pick].Inactive {
+						t.Errorf("picked dest: active %d inactive %d, want %d %d",
+							d.Active, d.Inactive, before[pick].Active+1, before[pick].Inactive)
+					}
+					if got := e.ringNext(svc); got != 1 {
+						t.Errorf("ring next %d, want 1", got)
 					}
 				})
 			}

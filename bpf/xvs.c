@@ -12,7 +12,9 @@
  *                       scheduled here from its service's ring
  *                       (lib/sched.h), on to conn_admit as a hit | punt
  *                       | pass | drop
- *              -> hit:  SYN reusing a closed conn: punt
+ *              -> hit:  SYN reusing a closed conn: its service
+ *                       has a ring: the old conn removed, the packet
+ *                       starts over (a tail call) | punt
  *                       conn_admit -> conn_account
  *                       -> TTL <= 1: answer time exceeded
  *                       -> fib (XDP, to a real server: its cached
@@ -113,7 +115,7 @@ int xvs_xdp(struct xdp_md *ctx)
 			return xdp_verdict(REASON_PASS_FRAGMENT);
 		r = punt_decide(&p, ifindex, &tap, &h, svc);
 	} else {
-		r = punt_reuse(&p, &h, ifindex, &tap);
+		r = punt_reuse(ctx, &xvs_progs_xdp, &p, &h, ifindex, &tap);
 	}
 	if (r == REASON_PUNT)
 		return punt_xdp(tap);
@@ -202,7 +204,7 @@ int xvs_tc(struct __sk_buff *skb)
 			return tc_verdict(REASON_PASS_FRAGMENT);
 		r = punt_decide(&p, ifindex, &tap, &h, svc);
 	} else {
-		r = punt_reuse(&p, &h, ifindex, &tap);
+		r = punt_reuse(skb, &xvs_progs_tc, &p, &h, ifindex, &tap);
 	}
 	if (r == REASON_PUNT)
 		return punt_tc(tap);

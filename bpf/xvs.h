@@ -206,6 +206,8 @@ enum event {
 	EVENT_SCHED_NEW = 0, /* conn scheduled and installed by the datapath */
 	EVENT_SCHED_FULL,    /* ring pick found the new pair full: punted */
 	EVENT_SCHED_UNUSABLE, /* ring pick named an unusable dest: punted */
+	EVENT_SCHED_REUSED,  /* SYN on a closed conn's port: old conn removed,
+			      * the SYN scheduled from the ring (lib/sched.h) */
 	EVENT_MAX,
 };
 

@@ -79,7 +79,8 @@ const (
 	XvsEventEVENT_SCHED_NEW      XvsEvent = 0
 	XvsEventEVENT_SCHED_FULL     XvsEvent = 1
 	XvsEventEVENT_SCHED_UNUSABLE XvsEvent = 2
-	XvsEventEVENT_MAX            XvsEvent = 3
+	XvsEventEVENT_SCHED_REUSED   XvsEvent = 3
+	XvsEventEVENT_MAX            XvsEvent = 4
 )
 
 type XvsFamily uint32
@@ -248,6 +249,8 @@ const (
 	XvsMapXvsDests          = "xvs_dests"
 	XvsMapXvsEvents         = "xvs_events"
 	XvsMapXvsFrags          = "xvs_frags"
+	XvsMapXvsProgsTc        = "xvs_progs_tc"
+	XvsMapXvsProgsXdp       = "xvs_progs_xdp"
 	XvsMapXvsRckey          = "xvs_rckey"
 	XvsMapXvsRconns         = "xvs_rconns"
 	XvsMapXvsRconnsNew      = "xvs_rconns_new"
@@ -331,6 +334,8 @@ type XvsMapSpecs struct {
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
 	XvsEvents    *ebpf.MapSpec `ebpf:"xvs_events"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
+	XvsProgsTc   *ebpf.MapSpec `ebpf:"xvs_progs_tc"`
+	XvsProgsXdp  *ebpf.MapSpec `ebpf:"xvs_progs_xdp"`
 	XvsRckey     *ebpf.MapSpec `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
@@ -388,6 +393,8 @@ type XvsMaps struct {
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
 	XvsEvents    *ebpf.Map `ebpf:"xvs_events"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
+	XvsProgsTc   *ebpf.Map `ebpf:"xvs_progs_tc"`
+	XvsProgsXdp  *ebpf.Map `ebpf:"xvs_progs_xdp"`
 	XvsRckey     *ebpf.Map `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
@@ -412,6 +419,8 @@ func (m *XvsMaps) Close() error {
 		m.XvsDests,
 		m.XvsEvents,
 		m.XvsFrags,
+		m.XvsProgsTc,
+		m.XvsProgsXdp,
 		m.XvsRckey,
 		m.XvsRconns,
 		m.XvsRconnsNew,

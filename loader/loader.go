@@ -181,6 +181,9 @@ func Load(opts Options) (_ *Datapath, err error) {
 			d.Close()
 		}
 	}()
+	if err = bpf.FillProgs(objs); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
 
 	d.Tap, err = openTap(opts.TapName, opts.TapQueues)
 	if err != nil {

@@ -107,6 +107,7 @@ var eventNames = [bpf.XvsEventEVENT_MAX]string{
 	bpf.XvsEventEVENT_SCHED_NEW:      "sched_new",
 	bpf.XvsEventEVENT_SCHED_FULL:     "sched_full",
 	bpf.XvsEventEVENT_SCHED_UNUSABLE: "sched_unusable",
+	bpf.XvsEventEVENT_SCHED_REUSED:   "sched_reused",
 }
 
 // EventName is the stable metric label of an event ("sched_new", ...);

@@ -91,7 +91,7 @@ func TestEvents(t *testing.T) {
 	if evs[bpf.XvsEventEVENT_SCHED_FULL] != want || evs[bpf.XvsEventEVENT_SCHED_NEW] != 0 {
 		t.Errorf("events %v", evs)
 	}
-	if EventName(bpf.XvsEventEVENT_SCHED_NEW) != "sched_new" || EventName(bpf.XvsEventEVENT_MAX) != "event_3" {
+	if EventName(bpf.XvsEventEVENT_SCHED_NEW) != "sched_new" || EventName(bpf.XvsEventEVENT_SCHED_REUSED) != "sched_reused" || EventName(bpf.XvsEventEVENT_MAX) != "event_4" {
 		t.Errorf("names %q %q", EventName(bpf.XvsEventEVENT_SCHED_NEW), EventName(bpf.XvsEventEVENT_MAX))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -858,7 +859,29 @@ func TestManyConnections(t *testing.T) {
 		if sum := statsConns(rows, "-> "+rs1+":80") + statsConns(rows, "-> "+rs2+":80"); sum != total {
 			t.Errorf("--stats: real servers' Conns sum to %d, want %d\n%s", sum, total, out)
 		}
+		// An rr service has a ring: a reused 4-tuple's old conn is
+		// removed and the SYN scheduled in the datapath, not by xvsd.
+		cnt := d.must("--counters")
+		if n := counterValue(cnt, "sched_reused"); reused > 0 && n == 0 {
+			t.Errorf("%d connections reused a 4-tuple, sched_reused is 0:\n%s", reused, cnt)
+		}
+		if n := counterValue(cnt, "punt_reused"); n != 0 {
+			t.Errorf("punt_reused %d: xvsd handled port reuse the datapath should have:\n%s", n, cnt)
+		}
+		t.Logf("sched_reused %d", counterValue(cnt, "sched_reused"))
 	})
+}
+
+// counterValue is the value of counter name in xvsadm --counters output
+// (0 if it is not there).
+func counterValue(out, name string) uint64 {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == name {
+			v, _ := strconv.ParseUint(f[1], 10, 64)
+			return v
+		}
+	}
+	return 0
 }
 
 func statsConns(rows []statsRow, name string) uint64 {

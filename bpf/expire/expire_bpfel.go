@@ -173,6 +173,8 @@ const (
 	ExpireMapXvsEvents      = "xvs_events"
 	ExpireMapXvsExpBatch    = "xvs_exp_batch"
 	ExpireMapXvsFrags       = "xvs_frags"
+	ExpireMapXvsProgsTc     = "xvs_progs_tc"
+	ExpireMapXvsProgsXdp    = "xvs_progs_xdp"
 	ExpireMapXvsRckey       = "xvs_rckey"
 	ExpireMapXvsRconns      = "xvs_rconns"
 	ExpireMapXvsRconnsNew   = "xvs_rconns_new"
@@ -247,6 +249,8 @@ type ExpireMapSpecs struct {
 	XvsEvents    *ebpf.MapSpec `ebpf:"xvs_events"`
 	XvsExpBatch  *ebpf.MapSpec `ebpf:"xvs_exp_batch"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
+	XvsProgsTc   *ebpf.MapSpec `ebpf:"xvs_progs_tc"`
+	XvsProgsXdp  *ebpf.MapSpec `ebpf:"xvs_progs_xdp"`
 	XvsRckey     *ebpf.MapSpec `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
@@ -297,6 +301,8 @@ type ExpireMaps struct {
 	XvsEvents    *ebpf.Map `ebpf:"xvs_events"`
 	XvsExpBatch  *ebpf.Map `ebpf:"xvs_exp_batch"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
+	XvsProgsTc   *ebpf.Map `ebpf:"xvs_progs_tc"`
+	XvsProgsXdp  *ebpf.Map `ebpf:"xvs_progs_xdp"`
 	XvsRckey     *ebpf.Map `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
@@ -322,6 +328,8 @@ func (m *ExpireMaps) Close() error {
 		m.XvsEvents,
 		m.XvsExpBatch,
 		m.XvsFrags,
+		m.XvsProgsTc,
+		m.XvsProgsXdp,
 		m.XvsRckey,
 		m.XvsRconns,
 		m.XvsRconnsNew,

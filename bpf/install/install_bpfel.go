@@ -177,6 +177,8 @@ const (
 	InstallMapXvsEvents         = "xvs_events"
 	InstallMapXvsFrags          = "xvs_frags"
 	InstallMapXvsInstBatch      = "xvs_inst_batch"
+	InstallMapXvsProgsTc        = "xvs_progs_tc"
+	InstallMapXvsProgsXdp       = "xvs_progs_xdp"
 	InstallMapXvsRckey          = "xvs_rckey"
 	InstallMapXvsRconns         = "xvs_rconns"
 	InstallMapXvsRconnsNew      = "xvs_rconns_new"
@@ -251,6 +253,8 @@ type InstallMapSpecs struct {
 	XvsEvents    *ebpf.MapSpec `ebpf:"xvs_events"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
 	XvsInstBatch *ebpf.MapSpec `ebpf:"xvs_inst_batch"`
+	XvsProgsTc   *ebpf.MapSpec `ebpf:"xvs_progs_tc"`
+	XvsProgsXdp  *ebpf.MapSpec `ebpf:"xvs_progs_xdp"`
 	XvsRckey     *ebpf.MapSpec `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.MapSpec `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.MapSpec `ebpf:"xvs_rconns_new"`
@@ -301,6 +305,8 @@ type InstallMaps struct {
 	XvsEvents    *ebpf.Map `ebpf:"xvs_events"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
 	XvsInstBatch *ebpf.Map `ebpf:"xvs_inst_batch"`
+	XvsProgsTc   *ebpf.Map `ebpf:"xvs_progs_tc"`
+	XvsProgsXdp  *ebpf.Map `ebpf:"xvs_progs_xdp"`
 	XvsRckey     *ebpf.Map `ebpf:"xvs_rckey"`
 	XvsRconns    *ebpf.Map `ebpf:"xvs_rconns"`
 	XvsRconnsNew *ebpf.Map `ebpf:"xvs_rconns_new"`
@@ -326,6 +332,8 @@ func (m *InstallMaps) Close() error {
 		m.XvsEvents,
 		m.XvsFrags,
 		m.XvsInstBatch,
+		m.XvsProgsTc,
+		m.XvsProgsXdp,
 		m.XvsRckey,
 		m.XvsRconns,
 		m.XvsRconnsNew,

@@ -14,11 +14,14 @@
  * (REASON_DROP_PUNT_BUDGET).
  *
  * Port reuse (IPVS conn_reuse_mode=1, reference 5.8): a TCP SYN that hits
- * a client-side conn in TIME_WAIT or CLOSE is punted like a first packet;
- * the daemon expires the old conn and schedules anew, or keeps it and
- * writes the SYN back, which then follows the old conn (on the punt
- * device a reuse SYN is never punted again). While no daemon is alive
- * the SYN follows the old conn, as before port reuse was handled.
+ * a client-side conn in TIME_WAIT or CLOSE takes the budget of a first
+ * packet. For a service with a ring the datapath removes the old conn
+ * (lib/sched.h sched_reuse) and the SYN starts over as a first packet,
+ * scheduled from the ring; otherwise the SYN is punted, and the daemon
+ * expires the old conn and schedules anew, or
+ * keeps it and writes the SYN back, which then follows the old conn (on
+ * the punt device a reuse SYN is never punted again). While no daemon is
+ * alive the SYN follows the old conn, as before port reuse was handled.
  */
 #ifndef XVS_PUNT_H
 #define XVS_PUNT_H
@@ -89,11 +92,18 @@ static __always_inline int punt_decide(struct pkt *p, __u32 ingress,
 }
 
 /* punt_reuse: whether a hit is a SYN reusing the port of a TCP conn in
- * TIME_WAIT or CLOSE that goes to the punt device (see the file comment).
- * Returns XVS_CONTINUE (no: a plain hit), REASON_PUNT with *tap set, or
- * REASON_DROP_PUNT_BUDGET. Not for fragments. */
-static __always_inline int punt_reuse(struct pkt *p, struct hit *h,
-				      __u32 ingress, __u32 *tap)
+ * TIME_WAIT or CLOSE (see the file comment). Where its service has a ring
+ * the old conn is removed and the packet starts over in progs[0] (ctx's
+ * own program: xvs_progs_xdp or xvs_progs_tc) as a first packet, where
+ * its budget is taken and its conn scheduled. A tail call, not a second
+ * inlined copy of the scheduler and the hit: that copy took the XDP
+ * program over the verifier's limit of a million instructions. Returns
+ * XVS_CONTINUE (no: a plain hit), REASON_PUNT with *tap set (also when
+ * the tail call fails: the daemon then finds no conn and schedules it),
+ * or REASON_DROP_PUNT_BUDGET. Not for fragments. */
+static __always_inline int punt_reuse(void *ctx, void *progs, struct pkt *p,
+				      struct hit *h, __u32 ingress,
+				      __u32 *tap)
 {
 	struct cfg *cfg;
 	__u32 zero = 0;
@@ -107,6 +117,11 @@ static __always_inline int punt_reuse(struct pkt *p, struct hit *h,
 	cfg = bpf_map_lookup_elem(&xvs_cfg, &zero);
 	if (!punt_live(cfg) || ingress == cfg->punt_ifindex)
 		return XVS_CONTINUE;
+	if (sched_reuse(p, h)) {
+		bpf_tail_call(ctx, progs, 0);
+		*tap = cfg->punt_ifindex;
+		return REASON_PUNT;
+	}
 	if (!budget_take(h->c->svc_id))
 		return REASON_DROP_PUNT_BUDGET;
 	*tap = cfg->punt_ifindex;

@@ -12,10 +12,18 @@
  *   of the daemon's installs), the real server's InActConn counted;
  *   then on as a hit.
  *
+ * A TCP SYN on the port of a closed conn of such a service (TIME_WAIT or
+ * CLOSE: IPVS conn_reuse_mode 1, reference 5.8) removes the old conn as
+ * expiry would (lib/expire.h, sched_reuse) and is then scheduled as a
+ * first packet.
+ * IPVS expires the old conn in the packet's path too; kernel clients
+ * reuse a port as soon as its connection is closed, so a busy client
+ * meets this once its port range has wrapped.
+ *
  * The punt device's round trip through the daemon, about 17 us of its CPU
  * per conn, is left to what needs the daemon: other schedulers,
- * persistence, thresholds, port reuse, no usable real server, and a full
- * new pair (the daemon makes room).
+ * persistence, thresholds, no usable real server, and a full new pair
+ * (the daemon makes room).
  *
  * An rr/wrr sequence stays the scheduler's: one counter per ring, shared
  * by all CPUs, as IPVS shares one cursor under a lock. The daemon writes a
@@ -30,6 +38,7 @@
 #include "parse.h"
 #include "stats.h"
 #include "conn.h"
+#include "expire.h"
 
 /* Outcomes of sched_ring. */
 #define SCHED_NONE 0 /* no ring, or its pick cannot be used: punt */
@@ -215,6 +224,36 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
 	if (!h->c || !conn_fresh(h))
 		return SCHED_NONE;
 	return SCHED_NEW;
+}
+
+/* sched_reuse: whether a client's TCP SYN that hit conn h->c, closed
+ * (TIME_WAIT or CLOSE), of a service with a ring removed that conn: the
+ * SYN then starts over as a first packet (lib/punt.h punt_reuse),
+ * scheduled from the ring. The conn is removed from its pair and counted out of its real
+ * server as expiry removes it (a copy first: a deleted entry may be
+ * reused at once). Returns 0 when the daemon is to decide instead: no
+ * ring, or the conn changed meanwhile (another state, or promoted to the
+ * main pair). */
+static __always_inline int sched_reuse(struct pkt *p, struct hit *h)
+{
+	__u32 svc_id = h->c->svc_id;
+	struct conn v;
+	int o;
+
+	if (!bpf_map_lookup_elem(&xvs_rings, &svc_id))
+		return 0;
+	__builtin_memcpy(&v, h->c, sizeof(v));
+	if (v.state != STATE_TIME_WAIT && v.state != STATE_CLOSE)
+		return 0;
+	if (h->fresh)
+		o = expire_new(&p->key, &v);
+	else
+		o = expire_main(&p->key, &v);
+	if (o == OUTCOME_MOVED)
+		return 0;
+	if (o == OUTCOME_REMOVED)
+		event_count(EVENT_SCHED_REUSED);
+	return 1;
 }
 
 #endif /* XVS_SCHED_H */

@@ -73,8 +73,14 @@ static __always_inline __u8 tcp_next(__u8 cur, __u8 flags, int out)
  * SYN_SENT, SYN_RECV, SYNACK); every other state counts in InActConn. */
 static __always_inline int tcp_active(__u8 s)
 {
-	return s == STATE_ESTABLISHED || s == STATE_SYN_SENT ||
-	       s == STATE_SYN_RECV || s == STATE_SYNACK;
+	const __u32 active = 1U << STATE_ESTABLISHED | 1U << STATE_SYN_SENT |
+			     1U << STATE_SYN_RECV | 1U << STATE_SYNACK;
+	__u32 v = s;
+
+	/* A bit of a mask, without a compare: BPF has no setcc, and each
+	 * branch here doubled the paths the verifier walks through the
+	 * state change. (v >> 5) - 1 has its top bit set only for v < 32. */
+	return (active >> (v & 31)) & (((v >> 5) - 1) >> 31);
 }
 
 #endif /* XVS_STATE_H */
