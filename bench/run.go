@@ -156,7 +156,7 @@ func Run(ctx context.Context, t testing.TB, cfg Config, res *Results) {
 			res.Note("%s: skipped (no xvs binaries given or unknown balancer)", name)
 			continue
 		}
-		runBalancer(ctx, t, cfg, tp, lb, cpus, uint32(i)<<26, res)
+		runBalancer(ctx, t, cfg, tp, lb, cpus, i, res)
 	}
 }
 
@@ -220,9 +220,11 @@ func newBalancer(name string, cfg Config) (Balancer, bool) {
 	return nil, false
 }
 
-func runBalancer(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer, cpus []int, salt uint32, res *Results) {
+// runBalancer runs the measurements of lb, the idx-th balancer of the run.
+func runBalancer(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer, cpus []int, idx int, res *Results) {
 	t.Helper()
 	name := lb.Name()
+	salt := uint32(idx) << 26
 	fail := func(what string, err error) {
 		res.Note("%s: %s: %v", name, what, err)
 		t.Logf("%s: %s: %v", name, what, err)
@@ -249,7 +251,7 @@ func runBalancer(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Bal
 	// TCP first: the UDP floods leave state behind (conntrack entries,
 	// full tables) that would skew the connection figures.
 	if name != "ref" && cfg.want("conn") {
-		runConnRate(ctx, t, cfg, tp, lb, res, fail)
+		runConnRate(ctx, t, cfg, tp, tp.Addrs.ClientSet(idx), lb, res, fail)
 	}
 	if cfg.want("iperf") {
 		runIperf(ctx, t, cfg, tp, lb, res, fail)
@@ -257,11 +259,11 @@ func runBalancer(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Bal
 	runUDP(ctx, t, cfg, tp, lb, cpus, salt, res, fail)
 }
 
-func runConnRate(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer, res *Results, fail func(string, error)) {
+func runConnRate(ctx context.Context, t testing.TB, cfg Config, tp *Topo, clients []netip.Addr, lb Balancer, res *Results, fail func(string, error)) {
 	t.Helper()
 	name := lb.Name()
 	for range cfg.Reps {
-		r, err := ConnRate(ctx, tp.Gen, tp.Addrs.Clients, lb.Targets(httpPort), cfg.Workers, cfg.ConnTime)
+		r, err := ConnRate(ctx, tp.Gen, clients, lb.Targets(httpPort), cfg.Workers, cfg.ConnTime)
 		if err != nil {
 			fail("new-connection rate", err)
 			return

@@ -52,7 +52,11 @@ const (
 // Addrs is the topology's addressing.
 type Addrs struct {
 	Gen     netip.Addr   // the generator's own address
-	Clients []netip.Addr // TCP client source addresses (more 4-tuples)
+	// TCP client source addresses (more 4-tuples): a set of 8 per
+	// balancer of a run, so that no balancer's connections meet the
+	// TIME_WAIT sockets an earlier one left at the real servers for the
+	// same 4-tuples (the later ones measured up to a quarter slower).
+	Clients [clientSets][]netip.Addr
 	VIP     netip.Addr   // the director's external address
 	DirInt  netip.Addr   // the real servers' gateway
 	RS      []netip.Addr // RS1, RS2 (one namespace, two addresses)
@@ -65,11 +69,20 @@ func defaultAddrs() Addrs {
 		DirInt: netip.MustParseAddr("198.19.0.1"),
 		RS:     []netip.Addr{netip.MustParseAddr("198.19.0.2"), netip.MustParseAddr("198.19.0.3")},
 	}
-	for i := range 8 {
-		a.Clients = append(a.Clients, netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + i)}))
+	for set := range a.Clients {
+		for i := range 8 {
+			a.Clients[set] = append(a.Clients[set], netip.AddrFrom4([4]byte{198, 18, byte(set), byte(10 + i)}))
+		}
 	}
 	return a
 }
+
+// clientSets is how many sets of client addresses the topology has: one
+// per balancer (forward, nft, ref, xvs-tc, xvs).
+const clientSets = 5
+
+// ClientSet is the set of client addresses of the i-th balancer of a run.
+func (a Addrs) ClientSet(i int) []netip.Addr { return a.Clients[i%clientSets] }
 
 // Topo is the built topology; it is deleted when the test ends.
 type Topo struct {
@@ -111,9 +124,11 @@ func NewTopo(t testing.TB, prefix string) *Topo {
 			t.Fatalf("topology %s: %v", prefix, err)
 		}
 	}
-	for _, c := range tp.Addrs.Clients {
-		if err := testutil.Ping(ctx, tp.Dir, c); err != nil {
-			t.Fatalf("topology %s: %v", prefix, err)
+	for _, set := range tp.Addrs.Clients {
+		for _, c := range set {
+			if err := testutil.Ping(ctx, tp.Dir, c); err != nil {
+				t.Fatalf("topology %s: %v", prefix, err)
+			}
 		}
 	}
 	return tp
@@ -171,7 +186,7 @@ func (tp *Topo) build() error {
 		{tp.RS, []string{"route", "add", "default", "via", a.DirInt.String(), "dev", rsIf}},
 		{tp.Gen, []string{"route", "add", "198.19.0.0/24", "via", a.VIP.String(), "dev", genIf}},
 	}
-	for _, c := range a.Clients {
+	for _, c := range slices.Concat(a.Clients[:]...) {
 		steps = append(steps, struct {
 			ns   *testutil.NetNS
 			args []string
