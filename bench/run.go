@@ -77,6 +77,9 @@ var Rows = []Row{
 	{Label: "  p50 latency, µs", Key: "conn_p50_us", XVS: "xvs-tc", Prec: 0},
 	{Label: "  p99 latency, µs", Key: "conn_p99_us", XVS: "xvs-tc", Prec: 0},
 	{Label: "  p50 time to connect (SYN to SYN-ACK), µs", Key: "conn_connect_p50_us", XVS: "xvs-tc", Prec: 0},
+	{Label: "new TCP connections/s, every balancer's endpoints without TX checksum offload, as XDP needs on veth (xvs XDP)", Key: "conn_nooff_rate", XVS: "xvs", Prec: 0},
+	{Label: "  p99 latency, µs", Key: "conn_nooff_p99_us", XVS: "xvs", Prec: 0},
+	{Label: "same, xvs TC", Key: "conn_nooff_rate", XVS: "xvs-tc", Prec: 0},
 	{Label: "new UDP flows, paced (250k/s asked): forwarded/s (xvs XDP)", Key: "newflow_fwd", XVS: "xvs", Prec: 0},
 	{Label: "  reached the director/s", Key: "newflow_offered", XVS: "xvs", Prec: 0},
 	{Label: "  connections created/s", Key: "newflow_sched", XVS: "xvs", Prec: 0},
@@ -251,7 +254,27 @@ func runBalancer(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Bal
 	// TCP first: the UDP floods leave state behind (conntrack entries,
 	// full tables) that would skew the connection figures.
 	if name != "ref" && cfg.want("conn") {
-		runConnRate(ctx, t, cfg, tp, tp.Addrs.ClientSet(idx), lb, res, fail)
+		// The XDP datapaths need TX checksum offload off at the
+		// endpoints (which also turns TSO off); the kernel paths run
+		// with it on, as their users would, and once more with it off,
+		// so that each XDP figure has a like-for-like one. The second
+		// run uses a second client set (no TIME_WAIT of the first).
+		keys := []string{"conn"}
+		if lb.XDP() {
+			keys = append(keys, "conn_nooff")
+		}
+		runConnRate(ctx, t, cfg, tp, tp.Addrs.ClientSet(idx), lb, keys, res, fail)
+		if !lb.XDP() {
+			if err := tp.SetTxCsum(false); err != nil {
+				fail("set offloads", err)
+				return
+			}
+			runConnRate(ctx, t, cfg, tp, tp.Addrs.ClientSet(idx+clientSets/2), lb, []string{"conn_nooff"}, res, fail)
+			if err := tp.SetTxCsum(true); err != nil {
+				fail("set offloads", err)
+				return
+			}
+		}
 	}
 	if cfg.want("iperf") {
 		runIperf(ctx, t, cfg, tp, lb, res, fail)
@@ -259,7 +282,9 @@ func runBalancer(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Bal
 	runUDP(ctx, t, cfg, tp, lb, cpus, salt, res, fail)
 }
 
-func runConnRate(ctx context.Context, t testing.TB, cfg Config, tp *Topo, clients []netip.Addr, lb Balancer, res *Results, fail func(string, error)) {
+// runConnRate measures the new-connection rate and records each
+// repetition under every key prefix in keys.
+func runConnRate(ctx context.Context, t testing.TB, cfg Config, tp *Topo, clients []netip.Addr, lb Balancer, keys []string, res *Results, fail func(string, error)) {
 	t.Helper()
 	name := lb.Name()
 	for range cfg.Reps {
@@ -268,12 +293,14 @@ func runConnRate(ctx context.Context, t testing.TB, cfg Config, tp *Topo, client
 			fail("new-connection rate", err)
 			return
 		}
-		res.Add("conn_rate", name, "conns/s", r.PerSec())
-		res.Add("conn_p50_us", name, "µs", float64(r.P50.Microseconds()))
-		res.Add("conn_p99_us", name, "µs", float64(r.P99.Microseconds()))
-		res.Add("conn_connect_p50_us", name, "µs", float64(r.ConnectP50.Microseconds()))
-		res.Add("conn_errors", name, "count", float64(r.Errors))
-		t.Logf("%s: %.0f conns/s, p50 %v, p99 %v, %d errors", name, r.PerSec(), r.P50, r.P99, r.Errors)
+		for _, k := range keys {
+			res.Add(k+"_rate", name, "conns/s", r.PerSec())
+			res.Add(k+"_p50_us", name, "µs", float64(r.P50.Microseconds()))
+			res.Add(k+"_p99_us", name, "µs", float64(r.P99.Microseconds()))
+			res.Add(k+"_connect_p50_us", name, "µs", float64(r.ConnectP50.Microseconds()))
+			res.Add(k+"_errors", name, "count", float64(r.Errors))
+		}
+		t.Logf("%s: %.0f conns/s, p50 %v, p99 %v, %d errors (%s)", name, r.PerSec(), r.P50, r.P99, r.Errors, strings.Join(keys, ", "))
 		if r.Errors > 0 {
 			res.Note("%s: %d of %d connections failed, first: %s", name, r.Errors, r.Errors+r.OK, r.FirstErr)
 		}

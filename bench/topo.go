@@ -77,9 +77,9 @@ func defaultAddrs() Addrs {
 	return a
 }
 
-// clientSets is how many sets of client addresses the topology has: one
-// per balancer (forward, nft, ref, xvs-tc, xvs).
-const clientSets = 5
+// clientSets is how many sets of client addresses the topology has: two
+// per balancer (forward, nft, ref, xvs-tc, xvs), one per connection run.
+const clientSets = 10
 
 // ClientSet is the set of client addresses of the i-th balancer of a run.
 func (a Addrs) ClientSet(i int) []netip.Addr { return a.Clients[i%clientSets] }
