@@ -51,7 +51,7 @@ const (
 
 // Addrs is the topology's addressing.
 type Addrs struct {
-	Gen     netip.Addr   // the generator's own address
+	Gen netip.Addr // the generator's own address
 	// TCP client source addresses (more 4-tuples): a set of 8 per
 	// balancer of a run, so that no balancer's connections meet the
 	// TIME_WAIT sockets an earlier one left at the real servers for the
