@@ -21,7 +21,7 @@ var (
 	goBench     = flag.String("gobench", "", "go test -bench output of ./bpf and ./sched to merge")
 	rawOut      = flag.String("out", "", "file for the raw figures (default bench-raw-TIME.tsv)")
 	tableOut    = flag.String("table", "", "also write the summary table to this file")
-	only        = flag.String("only", "", "comma-separated balancers to run: forward,nft,ref,xvs-tc,xvs (default all; none: only the in-process figures)")
+	only        = flag.String("only", "", "comma-separated balancers to run, in order, repeats allowed (their figures pool): forward,nft,xvs-tc,ref,xvs (default all; none: only the in-process figures)")
 	reps        = flag.Int("reps", 3, "repetitions of each measurement")
 	connTable   = flag.Uint("conns", 1<<20, "connection-table size for the scale figure (0: skip)")
 	prefix      = flag.String("prefix", "", "namespace name prefix (default: random xvsb-XXXXXX)")

@@ -60,7 +60,7 @@ echo "bench: go test -bench ./bpf ./sched"
 go test -run '^$' -bench . -benchmem ./bpf/ >"$out/gobench.txt" 2>&1 || echo "bench: ./bpf benchmarks failed (see $out/gobench.txt)"
 go test -run '^$' -bench . -benchtime 200ms -benchmem ./sched/ >>"$out/gobench.txt" 2>&1 || echo "bench: ./sched benchmarks failed (see $out/gobench.txt)"
 
-echo "bench: comparison (forward, nft, static ref, xvs tc, xvs xdp)"
+echo "bench: comparison (forward, nft, xvs tc, static ref, xvs xdp)"
 args=(-test.run '^TestCompare$' -test.v -test.timeout 9m30s -compare
 	-xvsbin "$work/bin" -gobench "$out/gobench.txt" -out "$out/raw.tsv" -table "$out/table.md"
 	-prefix "$prefix" -workdir "$work" -reps "${BENCH_REPS:-3}")
