@@ -17,11 +17,11 @@
  * a client-side conn in TIME_WAIT or CLOSE takes the budget of a first
  * packet. For a service with a ring the datapath removes the old conn
  * (lib/sched.h sched_reuse) and the SYN starts over as a first packet,
- * scheduled from the ring; otherwise the SYN is punted, and the daemon
- * expires the old conn and schedules anew, or
- * keeps it and writes the SYN back, which then follows the old conn (on
- * the punt device a reuse SYN is never punted again). While no daemon is
- * alive the SYN follows the old conn, as before port reuse was handled.
+ * scheduled from the ring. Otherwise the SYN is punted, and the daemon
+ * expires the old conn and schedules anew, or keeps it and writes the
+ * SYN back, which then follows the old conn (on the punt device a reuse
+ * SYN is never punted again). While no daemon is alive the SYN follows
+ * the old conn, as before port reuse was handled.
  */
 #ifndef XVS_PUNT_H
 #define XVS_PUNT_H
@@ -106,7 +106,7 @@ static __always_inline int punt_reuse(void *ctx, void *progs, struct pkt *p,
 				      __u32 *tap)
 {
 	struct cfg *cfg;
-	__u32 zero = 0;
+	__u32 zero = 0, svc_id;
 	__u8 st;
 
 	if (h->out || p->key.proto != IPPROTO_TCP || p->frag || !punt_first(p))
@@ -117,12 +117,11 @@ static __always_inline int punt_reuse(void *ctx, void *progs, struct pkt *p,
 	cfg = bpf_map_lookup_elem(&xvs_cfg, &zero);
 	if (!punt_live(cfg) || ingress == cfg->punt_ifindex)
 		return XVS_CONTINUE;
-	if (sched_reuse(p, h)) {
+	/* read now: sched_reuse may free h->c */
+	svc_id = h->c->svc_id;
+	if (sched_reuse(p, h))
 		bpf_tail_call(ctx, progs, 0);
-		*tap = cfg->punt_ifindex;
-		return REASON_PUNT;
-	}
-	if (!budget_take(h->c->svc_id))
+	if (!budget_take(svc_id))
 		return REASON_DROP_PUNT_BUDGET;
 	*tap = cfg->punt_ifindex;
 	return REASON_PUNT;

@@ -15,10 +15,9 @@
  * A TCP SYN on the port of a closed conn of such a service (TIME_WAIT or
  * CLOSE: IPVS conn_reuse_mode 1, reference 5.8) removes the old conn as
  * expiry would (lib/expire.h, sched_reuse) and is then scheduled as a
- * first packet.
- * IPVS expires the old conn in the packet's path too; kernel clients
- * reuse a port as soon as its connection is closed, so a busy client
- * meets this once its port range has wrapped.
+ * first packet. IPVS expires the old conn in the packet's path too;
+ * kernel clients reuse a port as soon as its connection is closed, so a
+ * busy client meets this once its port range has wrapped.
  *
  * The punt device's round trip through the daemon, about 17 us of its CPU
  * per conn, is left to what needs the daemon: other schedulers,
@@ -229,11 +228,11 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
 /* sched_reuse: whether a client's TCP SYN that hit conn h->c, closed
  * (TIME_WAIT or CLOSE), of a service with a ring removed that conn: the
  * SYN then starts over as a first packet (lib/punt.h punt_reuse),
- * scheduled from the ring. The conn is removed from its pair and counted out of its real
- * server as expiry removes it (a copy first: a deleted entry may be
- * reused at once). Returns 0 when the daemon is to decide instead: no
- * ring, or the conn changed meanwhile (another state, or promoted to the
- * main pair). */
+ * scheduled from the ring. The conn is removed from its pair and counted
+ * out of its real server as expiry removes it (a copy first: a deleted
+ * entry may be reused at once). Returns 0 when the daemon is to decide
+ * instead: no ring, or the conn changed meanwhile (another state, or
+ * promoted to the main pair). */
 static __always_inline int sched_reuse(struct pkt *p, struct hit *h)
 {
 	__u32 svc_id = h->c->svc_id;
