@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -355,19 +356,10 @@ func TestRingPortReuse(t *testing.T) {
 					cn := e.conn(k)
 					cn.State, cn.Flags = uint8(c.state), 0
 					if c.main {
-						for _, m := range []*ebpf.Map{e.objs.XvsConnsNew, e.objs.XvsRconnsNew} {
-							key := k
-							if m == e.objs.XvsRconnsNew {
-								key = rk
-							}
-							if err := m.Delete(key); err != nil {
-								t.Fatal(err)
-							}
-						}
-						if err := e.objs.XvsConns.Put(k, cn); err != nil {
-							t.Fatal(err)
-						}
-						if err := e.objs.XvsRconns.Put(rk, rconn(vip, svc)); err != nil {
+						// as the datapath's promotion leaves it
+						err := errors.Join(e.objs.XvsConnsNew.Delete(k), e.objs.XvsRconnsNew.Delete(rk),
+							e.objs.XvsConns.Put(k, cn), e.objs.XvsRconns.Put(rk, rconn(vip, svc)))
+						if err != nil {
 							t.Fatal(err)
 						}
 					} else {
