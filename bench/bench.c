@@ -54,6 +54,8 @@ volatile const __u32 gen_salt;      /* new-flow mode: start of this run */
 volatile const __u32 gen_flood_every; /* established mode: every Nth frame a
 				       * new flow (a flood mixed into the
 				       * traffic); 0 = none */
+volatile const __u64 gen_gap_ns; /* at least this long between frames on
+				  * one CPU (a paced generator); 0 = none */
 
 /* sink_xdp configuration. */
 volatile const __u16 sink_port; /* host order */
@@ -71,7 +73,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, __u64);
-	__uint(max_entries, 3);
+	__uint(max_entries, 4);
 } bench_cnt SEC(".maps");
 
 /* sink_xdp's switch, set from Go: 1 = pass (to be answered), 0 = drop. */
@@ -85,6 +87,7 @@ struct {
 #define CNT_GEN 0
 #define CNT_SINK 1
 #define CNT_FLOOD 2 /* gen_xdp: of CNT_GEN, new-flow frames (gen_flood_every) */
+#define CNT_NEXT 3  /* gen_xdp, paced: when the next frame may leave, ns */
 
 static __always_inline __u32 csum_add(__u32 a, __u32 b)
 {
@@ -194,12 +197,30 @@ int gen_xdp(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct iphdr *iph = (void *)(eth + 1);
 	struct udphdr *uh = (void *)(iph + 1);
-	__u32 key = CNT_GEN, fkey = CNT_FLOOD, flow;
-	__u64 *n, *fl, seq;
+	__u32 key = CNT_GEN, fkey = CNT_FLOOD, nkey = CNT_NEXT, flow;
+	__u64 *n, *fl, *next, seq;
 	int flood = 0;
 
 	if ((void *)(uh + 1) > data_end)
 		return XDP_ABORTED;
+	if (gen_gap_ns) {
+		/* Paced: a frame that is early is dropped here, before it
+		 * reaches the veth. An unpaced generator offers several
+		 * times what the director takes, and its failed pushes into
+		 * the full receive ring contend for the ring's cache lines
+		 * with the director that drains it. */
+		__u64 now = bpf_ktime_get_ns();
+
+		next = bpf_map_lookup_elem(&bench_cnt, &nkey);
+		if (!next)
+			return XDP_ABORTED;
+		if (now < *next)
+			return XDP_DROP;
+		/* Catch up at most a millisecond's worth after a stall. */
+		if (*next + 1000000 < now)
+			*next = now - 1000000;
+		*next += gen_gap_ns;
+	}
 	n = bpf_map_lookup_elem(&bench_cnt, &key);
 	fl = bpf_map_lookup_elem(&bench_cnt, &fkey);
 	if (!n || !fl)

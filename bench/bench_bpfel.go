@@ -24,6 +24,7 @@ const (
 	BenchProgSinkXdp      = "sink_xdp"
 	BenchVarGenFloodEvery = "gen_flood_every"
 	BenchVarGenFlows      = "gen_flows"
+	BenchVarGenGapNs      = "gen_gap_ns"
 	BenchVarGenHdr        = "gen_hdr"
 	BenchVarGenNewFlows   = "gen_new_flows"
 	BenchVarGenSalt       = "gen_salt"
@@ -100,6 +101,7 @@ type BenchMapSpecs struct {
 type BenchVariableSpecs struct {
 	GenFloodEvery *ebpf.VariableSpec `ebpf:"gen_flood_every"`
 	GenFlows      *ebpf.VariableSpec `ebpf:"gen_flows"`
+	GenGapNs      *ebpf.VariableSpec `ebpf:"gen_gap_ns"`
 	GenHdr        *ebpf.VariableSpec `ebpf:"gen_hdr"`
 	GenNewFlows   *ebpf.VariableSpec `ebpf:"gen_new_flows"`
 	GenSalt       *ebpf.VariableSpec `ebpf:"gen_salt"`
@@ -153,6 +155,7 @@ func (m *BenchMaps) Close() error {
 type BenchVariables struct {
 	GenFloodEvery *ebpf.Variable `ebpf:"gen_flood_every"`
 	GenFlows      *ebpf.Variable `ebpf:"gen_flows"`
+	GenGapNs      *ebpf.Variable `ebpf:"gen_gap_ns"`
 	GenHdr        *ebpf.Variable `ebpf:"gen_hdr"`
 	GenNewFlows   *ebpf.Variable `ebpf:"gen_new_flows"`
 	GenSalt       *ebpf.Variable `ebpf:"gen_salt"`

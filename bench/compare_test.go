@@ -28,6 +28,7 @@ var (
 	workDir     = flag.String("workdir", "", "directory for xvsd's files (default: temp dir)")
 	floodPin    = flag.Bool("flood-pin-xvsd", false, "flood run: pin xvsd to the generator's CPU, away from the director's receive CPU")
 	floodBudget = flag.Uint64("flood-budget", 0, "flood run: xvsd's first-packet budget (default FirstPacketBudget; the flood stays 5x FirstPacketBudget)")
+	genPPS      = flag.Uint64("gen-pps", DefaultConfig().GenPPS, "established and flood runs: pace the generator to this many frames/s, above what the fastest balancer forwards (0: as fast as it goes)")
 	workers     = flag.Int("workers", 8, "concurrent clients of the new-connection rate")
 	metrics     = flag.String("metrics", "", "comma-separated measurements: conn,iperf,udp,flood,newflow (default all)")
 )
@@ -45,6 +46,7 @@ func TestCompare(t *testing.T) {
 	cfg.Workers = *workers
 	cfg.FloodPinXvsd = *floodPin
 	cfg.FloodBudget = *floodBudget
+	cfg.GenPPS = *genPPS
 	if *metrics != "" {
 		cfg.Metrics = strings.Split(*metrics, ",")
 	}

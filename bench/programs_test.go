@@ -200,6 +200,50 @@ func TestGenXDP(t *testing.T) {
 	}
 }
 
+// TestGenXDPPaced: a paced generator drops the frames that are early, so
+// that they never reach the veth; at a pace it cannot reach it sends all.
+func TestGenXDPPaced(t *testing.T) {
+	ns := progNS(t)
+	a := defaultAddrs()
+	dst := netip.AddrPortFrom(a.VIP, udpPort)
+	tp := &Topo{GenMAC: macGen, ExtMAC: macExt, Gen: ns, GenIdx: 1, Addrs: a}
+	tests := []struct {
+		name     string
+		pps      uint64
+		wantSent uint64
+	}{
+		{name: "one a second: the first frame, then none", pps: 1, wantSent: 1},
+		{name: "a billion a second: every frame", pps: 1e9, wantSent: 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, err := NewGenerator(tp, GenConfig{Flows: 3, Sport: 20000, PPS: tt.pps}, a.Gen, dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			in := udpFrame(macGen, macExt, a.Gen, dst)
+			var sent uint64
+			for i := range 10 {
+				ret, _ := runXDP(t, ns, g.objs.GenXdp, in, 1)
+				switch ret {
+				case xdpTX:
+					sent++
+				case xdpDrop:
+				default:
+					t.Fatalf("frame %d: verdict %d, want XDP_TX or XDP_DROP", i, ret)
+				}
+			}
+			if sent != tt.wantSent {
+				t.Errorf("%d frames sent, want %d", sent, tt.wantSent)
+			}
+			if n, err := g.Sent(); err != nil || n != tt.wantSent {
+				t.Errorf("Sent() = %d, %v; want %d", n, err, tt.wantSent)
+			}
+		})
+	}
+}
+
 func TestSinkXDP(t *testing.T) {
 	ns := progNS(t)
 	a := defaultAddrs()

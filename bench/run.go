@@ -34,6 +34,13 @@ type Config struct {
 	Metrics      []string      // measurements to run: conn, iperf, udp, flood, newflow (default: all)
 	FloodPinXvsd bool          // flood run: xvsd on the generator's CPU, not the director's
 	FloodBudget  uint64        // flood run: xvsd's budget (default FirstPacketBudget); the flood stays 5x FirstPacketBudget
+	// GenPPS paces the generator of the established and flood runs,
+	// frames/s (0: unpaced). Above what the fastest balancer forwards,
+	// but not by several times: an unpaced generator's failed pushes
+	// into the director's full receive ring slow the director that
+	// drains it, by an amount that changed 2x from one xvsd start to the
+	// next (BENCHMARKS.md, session 6).
+	GenPPS uint64
 }
 
 // want reports whether measurement m is configured.
@@ -55,6 +62,7 @@ func DefaultConfig() Config {
 		NewFlowRate: 250000,
 		Workers:     8,
 		ConnEntries: 1 << 20,
+		GenPPS:      2500000,
 	}
 }
 
@@ -366,7 +374,7 @@ func runUDP(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer
 			fail("detach sink", err)
 		}
 	}()
-	env := &udpEnv{tp: tp, lb: lb, sink: sink}
+	env := &udpEnv{tp: tp, lb: lb, sink: sink, pps: cfg.GenPPS}
 	if cfg.want("udp") {
 		runEstablished(ctx, t, cfg, env, genCPU, res, fail)
 	}
@@ -428,7 +436,6 @@ func runFlood(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, genCPU
 func runEstablished(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, genCPU int, res *Results, fail func(string, error)) {
 	t.Helper()
 	name := env.lb.Name()
-	ev0 := env.events()
 	oneway, err := env.Established(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, []int{genCPU}, false)
 	for _, r := range oneway {
 		res.Add("udp_oneway_pps", name, "pps", r.PPS())
@@ -438,6 +445,7 @@ func runEstablished(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, 
 		fail("one-way flow rate", err)
 		return
 	}
+	ev0 := env.events()
 	est, err := env.Established(ctx, cfg.Flows, cfg.PPSTime, cfg.Reps, []int{genCPU}, true)
 	if ev := diffEvents(ev0, env.events()); ev != nil {
 		var d time.Duration
@@ -450,6 +458,9 @@ func runEstablished(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, 
 		res.Add("udp_est_pps", name, "pps", r.PPS())
 		res.Add("udp_est_sent_pps", name, "pps", r.SentPPS())
 		t.Logf("%s: established %d flows: %.0f pps received, %.0f pps sent", name, r.Flows, r.PPS(), r.SentPPS())
+		if cfg.GenPPS > 0 && r.PPS() > 0.9*float64(cfg.GenPPS) {
+			res.Note("%s: received %.0f pps of the generator's pace of %d: the pace may bound this figure; raise -gen-pps", name, r.PPS(), cfg.GenPPS)
+		}
 	}
 	if err != nil {
 		fail("established-flow rate", err)

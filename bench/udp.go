@@ -36,6 +36,7 @@ type udpEnv struct {
 	tp   *Topo
 	lb   Balancer
 	sink *Sink
+	pps  uint64 // the established generators' pace (GenConfig.PPS)
 }
 
 // warmFlows sends every flow once per round, paced, until one whole round
@@ -117,7 +118,7 @@ func (e *udpEnv) answerFlows(ctx context.Context, g *Generator, flows int) (err 
 // without, the flows only ever go one way (for xvs, conns that stay in
 // the half-open pair).
 func (e *udpEnv) Established(ctx context.Context, flows int, d time.Duration, reps int, cpus []int, answered bool) ([]EstablishedResult, error) {
-	g, err := NewGenerator(e.tp, GenConfig{Flows: uint32(flows), Sport: 20000}, e.tp.Addrs.Gen, e.lb.Target(udpPort))
+	g, err := NewGenerator(e.tp, GenConfig{Flows: uint32(flows), Sport: 20000, PPS: e.pps}, e.tp.Addrs.Gen, e.lb.Target(udpPort))
 	if err != nil {
 		return nil, err
 	}
@@ -213,17 +214,22 @@ func (r NewFlowResult) LostPerSec() float64 {
 func (r NewFlowResult) OfferedPerSec() float64 { return rate(r.Offered, r.Duration) }
 
 // NewFlows sends packets that each start a new flow from one thread on
-// cpu for d: paced at pps per second through a packet socket or, with pps
-// 0, a flood from the live-frame generator. The other CPU is left to the director and its slow path
-// (xvsd's punt workers).
+// cpu for d, from the live-frame generator: paced at pps per second or,
+// with pps 0, as fast as it goes (a flood). The other CPU is left to the
+// director and its slow path (xvsd's punt workers). (A packet socket
+// could pace too, but its frames reach a veth with an XDP program as
+// skbs that the veth converts at microseconds each: session 5's paced
+// runs measured that conversion at 134k-145k/s.)
 func (e *udpEnv) NewFlows(ctx context.Context, d time.Duration, reps int, cpu int, salt uint32, pps float64) ([]NewFlowResult, error) {
-	g, err := NewGenerator(e.tp, GenConfig{NewFlows: true, Salt: salt}, e.tp.Addrs.Gen, e.lb.Target(udpPort))
+	gc := GenConfig{NewFlows: true, Salt: salt}
+	if pps > 0 {
+		gc.Salt, gc.PPS = salt+1<<25, uint64(pps) // other flows than the flood's
+	}
+	g, err := NewGenerator(e.tp, gc, e.tp.Addrs.Gen, e.lb.Target(udpPort))
 	if err != nil {
 		return nil, err
 	}
 	defer g.Close()
-	// The paced runs use other flow numbers than the generator's.
-	ps := NewPacedSender(e.tp, e.lb.Target(udpPort), salt+1<<25)
 	var out []NewFlowResult
 	for range reps {
 		cpu0, hasCPU := balancerCPU(e.lb)
@@ -238,28 +244,19 @@ func (e *udpEnv) NewFlows(ctx context.Context, d time.Duration, reps int, cpu in
 		if err != nil {
 			return out, err
 		}
-		var el time.Duration
-		var sent uint64
-		if pps > 0 {
-			p0 := ps.Sent()
-			el, err = ps.Run(ctx, cpu, pps, d)
-			sent = ps.Sent() - p0
-		} else {
-			var g0, g1 uint64
-			if g0, err = g.Sent(); err != nil {
-				return out, err
-			}
-			if el, err = g.Flood(ctx, []int{cpu}, d); err != nil {
-				return out, err
-			}
-			if g1, err = g.Sent(); err != nil {
-				return out, err
-			}
-			sent = g1 - g0
-		}
+		g0, err := g.Sent()
 		if err != nil {
 			return out, err
 		}
+		el, err := g.Flood(ctx, []int{cpu}, d)
+		if err != nil {
+			return out, err
+		}
+		g1, err := g.Sent()
+		if err != nil {
+			return out, err
+		}
+		sent := g1 - g0
 		// The slow path drains what it queued before the counters are
 		// read; the queue is bounded, so this adds little to the count.
 		time.Sleep(200 * time.Millisecond)
@@ -360,7 +357,7 @@ func (r FloodResult) FloodPPS() float64 { return rate(r.FloodSent, r.Duration) }
 // established rate falls with the flood whatever the director does; the
 // delivery ratio (received / sent) is what shows the director's part.
 func (e *udpEnv) EstablishedUnderFlood(ctx context.Context, flows int, d time.Duration, reps int, cpu int, salt uint32, floodEvery uint32) ([]FloodResult, error) {
-	g, err := NewGenerator(e.tp, GenConfig{Flows: uint32(flows), Sport: 20000}, e.tp.Addrs.Gen, e.lb.Target(udpPort))
+	g, err := NewGenerator(e.tp, GenConfig{Flows: uint32(flows), Sport: 20000, PPS: e.pps}, e.tp.Addrs.Gen, e.lb.Target(udpPort))
 	if err != nil {
 		return nil, err
 	}
@@ -376,7 +373,7 @@ func (e *udpEnv) EstablishedUnderFlood(ctx context.Context, flows int, d time.Du
 	// thread on the same CPU took a fifth of the established generator's
 	// rate; a packet socket's frames reach a veth with an XDP program as
 	// skbs, at several microseconds each to convert.)
-	fg, err := NewGenerator(e.tp, GenConfig{Flows: uint32(flows), Sport: 20000, FloodEvery: floodEvery, Salt: salt + 2<<25},
+	fg, err := NewGenerator(e.tp, GenConfig{Flows: uint32(flows), Sport: 20000, FloodEvery: floodEvery, Salt: salt + 2<<25, PPS: e.pps},
 		e.tp.Addrs.Gen, e.lb.Target(udpPort))
 	if err != nil {
 		return nil, err

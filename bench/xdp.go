@@ -28,6 +28,10 @@ type GenConfig struct {
 	// flood mixed into the established traffic, at a fixed share of it,
 	// costing the generator nothing extra. 0: none.
 	FloodEvery uint32
+	// PPS paces the generator to at most this many frames per second
+	// per CPU it runs on (it drops the early ones before the veth).
+	// 0: as fast as it goes.
+	PPS uint64
 }
 
 // loadBench loads the benchmark object with the given constants set.
@@ -110,7 +114,11 @@ func NewGenerator(tp *Topo, cfg GenConfig, src netip.Addr, dst netip.AddrPort) (
 		if cfg.NewFlows {
 			nf = 1
 		}
-		return setVars(kv{s.GenFlows, flows}, kv{s.GenNewFlows, nf}, kv{s.GenSport, cfg.Sport},
+		var gap uint64
+		if cfg.PPS > 0 {
+			gap = max(uint64(time.Second)/cfg.PPS, 1)
+		}
+		return setVars(kv{s.GenGapNs, gap}, kv{s.GenFlows, flows}, kv{s.GenNewFlows, nf}, kv{s.GenSport, cfg.Sport},
 			kv{s.GenSalt, cfg.Salt}, kv{s.GenFloodEvery, cfg.FloodEvery}, kv{s.SinkPort, uint16(udpPort)}, kv{s.GenHdr, hdr})
 	})
 	if err != nil {

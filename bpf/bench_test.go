@@ -175,3 +175,53 @@ func BenchmarkXDPRingNew(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Nanoseconds())/float64(len(frames)), "ns/op")
 }
+
+// BenchmarkXDPFloodDrop: a first packet of a flood, over the global
+// first-packet budget, each of another flow (UDP, one run per syscall,
+// cold like the cold hit figure): the misses in both pairs of full-size
+// tables, the service, the budget, the drop. What a flood frame costs
+// the director next to an established one (BenchmarkXDPForwardHit's
+// cold-ns/op).
+func BenchmarkXDPFloodDrop(b *testing.B) {
+	e := newEnv(b)
+	setupConns(e)
+	global := e.objs.XvsBudget.MaxEntries() - 1 // XVS_BUDGET_GLOBAL
+	e.setBudget(global, 1, 1, 0, 1<<62)         // no token, none before long
+	n := min(b.N, 200000)
+	vip := ap(vip4, vport)
+	frames := make([][]byte, n)
+	for i := range frames {
+		cli := ap(netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/60000), 2}), uint16(2000+i%60000))
+		frames[i] = frame(cli, vip, testutil.ProtoUDP, 0, macCli, macExt).Bytes()
+	}
+	pass := passProgram(b)
+	e.resetReasons()
+	var total, base time.Duration
+	b.ResetTimer()
+	err := e.ns.do(func() error {
+		for i := range frames {
+			ret, d, err := e.objs.XvsXdp.Benchmark(frames[i], 1, nil)
+			if err != nil {
+				return err
+			}
+			if ret != 1 { // XDP_DROP
+				return fmt.Errorf("frame %d: verdict %d, want XDP_DROP", i, ret)
+			}
+			total += d
+			if _, d, err = pass.Benchmark(frames[i], 1, nil); err != nil {
+				return err
+			}
+			base += d
+		}
+		return nil
+	})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if r := e.reasons(); r[XvsReasonREASON_DROP_PUNT_BUDGET] != uint64(n) {
+		b.Fatalf("reasons %v after %d flood frames, want all dropped for the budget", r, n)
+	}
+	b.ReportMetric(float64(total.Nanoseconds())/float64(n), "ns/op")
+	b.ReportMetric(float64(base.Nanoseconds())/float64(n), "cold-pass-ns/op")
+}
