@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 
@@ -117,40 +118,21 @@ func (t *Table) Expire(ctx context.Context) (int, error) {
 	}
 	t.mu.RUnlock()
 
-	// Expired conns are handed to the datapath in chunks during the walk,
-	// not collected first: a million of them would be over 100 MB of
-	// copies. Removing conns the walk has already passed does not disturb
-	// it (it reads the tables bucket by bucket). Each goes only if its
-	// last_seen is still the one the walk saw: a packet since then keeps
-	// it.
 	now := t.mono()
-	expired := make([]maps.Conn, 0, expireChunk)
-	n := 0
-	var xerr error
-	flush := func() bool {
-		got, err := t.dp.ExpireConns(expired)
-		n += got
-		expired = expired[:0]
-		xerr = err
-		return err == nil
-	}
 	held := make(map[persistKey]bool)
-	err := t.dp.WalkConns(ctx, func(c maps.Conn) bool {
-		if now-c.LastSeen > connTimeout(c, to) {
-			expired = append(expired, c)
-			if len(expired) == expireChunk && !flush() {
-				return false
-			}
-		} else if s := persistent[c.SvcID]; s != nil {
-			held[persistKey{svc: keyOf(&s.cfg), client: c.Client.Addr()}] = true
+	var n int
+	var err error
+	// The kernel sweeps faster than the walk below, but reports nothing of
+	// the conns it keeps; the templates of persistent services need those.
+	sw, ok := t.dp.(sweeper)
+	if ok && len(persistent) == 0 {
+		n, err = sw.SweepConns(now, sweepTimeouts(to))
+		if errors.Is(err, maps.ErrNoSweep) {
+			ok = false
 		}
-		return ctx.Err() == nil
-	})
-	if err == nil && xerr == nil && len(expired) > 0 {
-		flush()
 	}
-	if xerr != nil {
-		return n, xerr
+	if !ok || len(persistent) > 0 {
+		n, err = t.walkExpire(ctx, now, to, persistent, held)
 	}
 	if err != nil {
 		return n, err
@@ -169,6 +151,64 @@ func (t *Table) Expire(ctx context.Context) (int, error) {
 	}
 	t.reapTrash()
 	return n, nil
+}
+
+// sweeper is the in-kernel sweep (maps.Maps; the tests' fake has none).
+type sweeper interface {
+	SweepConns(now time.Duration, to maps.SweepTimeouts) (int, error)
+}
+
+// sweepTimeouts are connTimeout's timeouts in the sweep's terms, taken
+// from connTimeout itself so that the two cannot disagree.
+func sweepTimeouts(to ipvsadm.Timeouts) maps.SweepTimeouts {
+	st := maps.SweepTimeouts{
+		New: connTimeout(maps.Conn{Proto: protoTCP, Flags: uint8(bpf.XvsConnFlagsCONN_F_NEW)}, to),
+		UDP: connTimeout(maps.Conn{Proto: protoUDP}, to),
+	}
+	for s := range st.TCP {
+		st.TCP[s] = connTimeout(maps.Conn{Proto: protoTCP, State: uint8(s)}, to)
+	}
+	return st
+}
+
+// walkExpire is Expire's walk: it removes the conns idle at now and
+// records in held the clients of persistent services that still have
+// conns.
+func (t *Table) walkExpire(ctx context.Context, now time.Duration, to ipvsadm.Timeouts, persistent map[uint32]*service, held map[persistKey]bool) (int, error) {
+	// Expired conns are handed to the datapath in chunks during the walk,
+	// not collected first: a million of them would be over 100 MB of
+	// copies. Removing conns the walk has already passed does not disturb
+	// it (it reads the tables bucket by bucket). Each goes only if its
+	// last_seen is still the one the walk saw: a packet since then keeps
+	// it.
+	expired := make([]maps.Conn, 0, expireChunk)
+	n := 0
+	var xerr error
+	flush := func() bool {
+		got, err := t.dp.ExpireConns(expired)
+		n += got
+		expired = expired[:0]
+		xerr = err
+		return err == nil
+	}
+	err := t.dp.WalkConns(ctx, func(c maps.Conn) bool {
+		if now-c.LastSeen > connTimeout(c, to) {
+			expired = append(expired, c)
+			if len(expired) == expireChunk && !flush() {
+				return false
+			}
+		} else if s := persistent[c.SvcID]; s != nil {
+			held[persistKey{svc: keyOf(&s.cfg), client: c.Client.Addr()}] = true
+		}
+		return ctx.Err() == nil
+	})
+	if err == nil && xerr == nil && len(expired) > 0 {
+		flush()
+	}
+	if xerr != nil {
+		return n, xerr
+	}
+	return n, err
 }
 
 // RunExpiry calls Expire every interval until ctx ends.

@@ -158,6 +158,11 @@ func loadSyscallProg(spec *ebpf.CollectionSpec, name string, live map[string]*eb
 	if prog == nil {
 		return nil, fmt.Errorf("object has no program %s", name)
 	}
+	for pn := range spec.Programs {
+		if pn != name {
+			delete(spec.Programs, pn) // and the maps only they use, below
+		}
+	}
 	used := make(map[string]bool)
 	for _, ins := range prog.Instructions {
 		if ins.IsLoadFromMap() {

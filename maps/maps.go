@@ -78,6 +78,7 @@ type Maps struct {
 	halfOpen keyRing
 	evicted  atomic.Uint64 // half-open conns removed to make room
 	expire   expirer       // xvs_expire, loaded on first ExpireConns
+	sweep    sweeper       // xvs_sweep, loaded on first SweepConns
 	inst     installer     // xvs_install, loaded on first InstallConns
 	closeMu  sync.Mutex
 	isClosed bool
@@ -140,6 +141,7 @@ func (m *Maps) Close() error {
 	}
 	m.isClosed = true
 	m.expire.close()
+	m.sweep.close()
 	m.inst.close()
 	if err := unix.Munmap(m.destMem); err != nil {
 		return fmt.Errorf("unmap xvs_dests: %w", err)

@@ -159,6 +159,14 @@ type ExpireSvcKey struct {
 	Family uint8
 }
 
+type ExpireSweepArgs struct {
+	_     structs.HostLayout
+	Now   uint64
+	NewTo uint64
+	UdpTo uint64
+	TcpTo [11]uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -187,6 +195,7 @@ const (
 	ExpireMapXvsTx          = "xvs_tx"
 	ExpireMapXvsVips        = "xvs_vips"
 	ExpireProgXvsExpire     = "xvs_expire"
+	ExpireProgXvsSweep      = "xvs_sweep"
 	ExpireVarXvsEnumOutcome = "xvs_enum_outcome"
 )
 
@@ -233,6 +242,7 @@ type ExpireSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExpireProgramSpecs struct {
 	XvsExpire *ebpf.ProgramSpec `ebpf:"xvs_expire"`
+	XvsSweep  *ebpf.ProgramSpec `ebpf:"xvs_sweep"`
 }
 
 // ExpireMapSpecs contains maps before they are loaded into the kernel.
@@ -356,11 +366,13 @@ type ExpireVariables struct {
 // It can be passed to LoadExpireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExpirePrograms struct {
 	XvsExpire *ebpf.Program `ebpf:"xvs_expire"`
+	XvsSweep  *ebpf.Program `ebpf:"xvs_sweep"`
 }
 
 func (p *ExpirePrograms) Close() error {
 	return _ExpireClose(
 		p.XvsExpire,
+		p.XvsSweep,
 	)
 }
 

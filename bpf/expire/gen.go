@@ -5,4 +5,4 @@
 // maps.
 package expire
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -type cand -type batch -type args Expire expire.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -type cand -type batch -type args -type sweep_args Expire expire.c -- -I/usr/include/x86_64-linux-gnu

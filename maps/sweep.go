@@ -1,0 +1,111 @@
+package maps
+
+// The in-kernel sweep. Expiring by walking the tables from user space
+// copies every conn out (about half a microsecond each, in a table of a
+// million) to hand the idle ones back to xvs_expire. xvs_sweep
+// (bpf/expire) walks both pairs in the kernel with bpf_for_each_map_elem
+// and removes the idle conns where it finds them, as xvs_expire does.
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"xvs/bpf"
+	"xvs/bpf/expire"
+)
+
+// ErrNoSweep is SweepConns' error when the kernel refused xvs_sweep; the
+// caller walks the tables itself (WalkConns, ExpireConns).
+var ErrNoSweep = errors.New("in-kernel sweep not available")
+
+// SweepTimeouts are the idle timeouts SweepConns applies.
+type SweepTimeouts struct {
+	New time.Duration // a conn that has forwarded no packet yet (CONN_F_NEW)
+	UDP time.Duration
+	// TCP by state; a state out of range takes STATE_NONE's.
+	TCP [bpf.XvsTcpStateSTATE_MAX]time.Duration
+}
+
+// sweeper is the loaded xvs_sweep.
+type sweeper struct {
+	mu     sync.Mutex
+	loaded bool
+	closed bool
+	err    error // why loading failed; not retried
+	prog   *ebpf.Program
+}
+
+func (s *sweeper) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.prog != nil {
+		s.prog.Close()
+		s.prog = nil
+	}
+}
+
+// SweepConns removes every conn of both pairs that at now (the
+// bpf_ktime_get_ns clock, see Now) has been idle for longer than its
+// timeout, each as ExpireConns removes a candidate: its server-side key
+// only where it still points at it, counted out of its real server's
+// class once, kept if the datapath promoted it meanwhile. It reports how
+// many it removed. One run of xvs_sweep does the walk and the removal in
+// the kernel; concurrent calls are serialised.
+//
+// A conn whose element the kernel's hash walk meets after another CPU
+// reused it (a delete then an insert) may be missed; the next sweep finds
+// it. If the kernel refuses the program (bpf_for_each_map_elem on hash
+// maps came with Linux 5.13), it returns ErrNoSweep.
+func (m *Maps) SweepConns(now time.Duration, to SweepTimeouts) (int, error) {
+	s := &m.sweep
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, errors.New("sweep conns: maps closed")
+	}
+	if !s.loaded {
+		s.loaded = true
+		s.prog, s.err = loadSweep(m)
+	}
+	if s.err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrNoSweep, s.err)
+	}
+	args := expire.ExpireSweepArgs{
+		Now:   uint64(max(now, 0)),
+		NewTo: uint64(max(to.New, 0)),
+		UdpTo: uint64(max(to.UDP, 0)),
+	}
+	for i, d := range to.TCP {
+		args.TcpTo[i] = uint64(max(d, 0))
+	}
+	ret, err := s.prog.Run(&ebpf.RunOptions{Context: args})
+	if err != nil {
+		return 0, fmt.Errorf("run xvs_sweep: %w", err)
+	}
+	return int(ret), nil
+}
+
+// loadSweep loads xvs_sweep with the maps of maps.h replaced by m's.
+func loadSweep(m *Maps) (*ebpf.Program, error) {
+	spec, err := expire.LoadExpire()
+	if err != nil {
+		return nil, fmt.Errorf("load expire spec: %w", err)
+	}
+	coll, err := loadSyscallProg(spec, expire.ExpireProgXvsSweep, map[string]*ebpf.Map{
+		expire.ExpireMapXvsConns:     m.conns,
+		expire.ExpireMapXvsRconns:    m.rconns,
+		expire.ExpireMapXvsConnsNew:  m.nconns,
+		expire.ExpireMapXvsRconnsNew: m.nrconns,
+		expire.ExpireMapXvsDests:     m.dests,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close() // the replaced maps are not closed: they are not the collection's
+	return coll.DetachProgram(expire.ExpireProgXvsSweep), nil
+}
