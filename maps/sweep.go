@@ -49,13 +49,19 @@ func (s *sweeper) close() {
 	}
 }
 
+// sweepLimit is how many conns one run of xvs_sweep removes at most
+// (some 60-90 ms of CPU): the kernel's walk does not yield the CPU, and on
+// a kernel without preemption nothing else runs there meanwhile.
+const sweepLimit = 1 << 16
+
 // SweepConns removes every conn of both pairs that at now (the
 // bpf_ktime_get_ns clock, see Now) has been idle for longer than its
 // timeout, each as ExpireConns removes a candidate: its server-side key
 // only where it still points at it, counted out of its real server's
 // class once, kept if the datapath promoted it meanwhile. It reports how
 // many it removed. One run of xvs_sweep does the walk and the removal in
-// the kernel; concurrent calls are serialised.
+// the kernel, sweepLimit removals per run, each run walking again from
+// the start; concurrent calls are serialised.
 //
 // A conn whose element the kernel's hash walk meets after another CPU
 // reused it (a delete then an insert) may be missed; the next sweep finds
@@ -75,19 +81,31 @@ func (m *Maps) SweepConns(now time.Duration, to SweepTimeouts) (int, error) {
 	if s.err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrNoSweep, s.err)
 	}
+	return s.run(now, to, sweepLimit)
+}
+
+// run runs xvs_sweep until a run removes fewer than limit; s.mu is held.
+func (s *sweeper) run(now time.Duration, to SweepTimeouts, limit uint32) (int, error) {
 	args := expire.ExpireSweepArgs{
 		Now:   uint64(max(now, 0)),
 		NewTo: uint64(max(to.New, 0)),
 		UdpTo: uint64(max(to.UDP, 0)),
+		Limit: limit,
 	}
 	for i, d := range to.TCP {
 		args.TcpTo[i] = uint64(max(d, 0))
 	}
-	ret, err := s.prog.Run(&ebpf.RunOptions{Context: args})
-	if err != nil {
-		return 0, fmt.Errorf("run xvs_sweep: %w", err)
+	removed := 0
+	for {
+		ret, err := s.prog.Run(&ebpf.RunOptions{Context: args})
+		removed += int(ret)
+		if err != nil {
+			return removed, fmt.Errorf("run xvs_sweep: %w", err)
+		}
+		if ret < limit {
+			return removed, nil
+		}
 	}
-	return int(ret), nil
 }
 
 // loadSweep loads xvs_sweep with the maps of maps.h replaced by m's.

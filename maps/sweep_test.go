@@ -139,3 +139,48 @@ func TestSweepAfterClose(t *testing.T) {
 		t.Fatal("sweep after Close succeeded")
 	}
 }
+
+// TestSweepInRuns: with a limit per run, runs follow one another until
+// one removes less than the limit; every idle conn goes, in both pairs,
+// the others stay.
+func TestSweepInRuns(t *testing.T) {
+	const now = 10 * time.Hour
+	m, raw := newTestMaps(t)
+	var idle, kept []Conn
+	for i := range 23 {
+		c := tcpConn(100 + i)
+		if i%2 == 0 {
+			c = withState(c, bpf.XvsTcpStateSTATE_ESTABLISHED) // main pair
+		}
+		c.LastSeen = now - time.Hour
+		if i%5 == 0 {
+			c.LastSeen = now
+			kept = append(kept, c)
+		} else {
+			idle = append(idle, c)
+		}
+		if err := m.InstallConn(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.SweepConns(0, testSweepTimeouts()); err != nil { // loads it; nothing idle yet
+		t.Fatal(err)
+	}
+	m.sweep.mu.Lock()
+	n, err := m.sweep.run(now, testSweepTimeouts(), 3)
+	m.sweep.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(idle) {
+		t.Errorf("removed %d in runs of 3, want %d", n, len(idle))
+	}
+	for _, c := range idle {
+		wantPair(t, m, raw, c, pairNone)
+	}
+	for _, c := range kept {
+		if p := pairOf(t, m, raw, c); p == pairNone {
+			t.Errorf("fresh conn %s swept", c.Client)
+		}
+	}
+}

@@ -139,6 +139,8 @@ struct sweep_args {
 	__u64 new_to;		 /* a conn that has forwarded no packet yet */
 	__u64 udp_to;		 /* UDP */
 	__u64 tcp_to[STATE_MAX]; /* TCP, by state */
+	__u32 limit;		 /* stop after removing this many */
+	__u32 pad;
 };
 
 /* The sweep's state: the arguments (a callback's context must be on the
@@ -147,6 +149,15 @@ struct sweep {
 	struct sweep_args a;
 	__u32 removed;
 };
+
+/* A walk's callback returns this to go on, or to stop the walk once the
+ * run has removed its limit. */
+static __always_inline long sweep_more(const struct sweep *s)
+{
+	if (s->removed >= s->a.limit)
+		return 1;
+	return 0;
+}
 
 /* sweep_idle: whether conn v with key k has been idle for longer than its
  * timeout (ctl.connTimeout). A last_seen ahead of now (a packet since the
@@ -180,7 +191,7 @@ static long sweep_main(void *map, const struct conn_key *key,
 	__builtin_memcpy(&k, key, sizeof(k));
 	if (sweep_idle(s, &k, &v) && expire_main(&k, &v) == OUTCOME_REMOVED)
 		s->removed++;
-	return 0;
+	return sweep_more(s);
 }
 
 static long sweep_new(void *map, const struct conn_key *key,
@@ -189,15 +200,19 @@ static long sweep_new(void *map, const struct conn_key *key,
 	struct conn_key k;
 	struct conn v;
 
+	if (sweep_more(s)) /* the main pair took the run's limit */
+		return 1;
 	__builtin_memcpy(&v, val, sizeof(v));
 	__builtin_memcpy(&k, key, sizeof(k));
 	if (sweep_idle(s, &k, &v) && expire_new(&k, &v) == OUTCOME_REMOVED)
 		s->removed++;
-	return 0;
+	return sweep_more(s);
 }
 
-/* xvs_sweep: removes every idle conn of both pairs, main pair first;
- * returns how many it removed. The walk and the removal in one run, in
+/* xvs_sweep: removes the idle conns of both pairs, main pair first, up
+ * to limit; returns how many it removed (limit: there may be more). The
+ * kernel's walk does not yield the CPU, so each run's removals are
+ * bounded; the daemon runs it again while it returns its limit. The walk and the removal in one run, in
  * the kernel: the daemon's walk copied every conn out (about half a
  * microsecond each in a million) and handed the idle ones back to
  * xvs_expire, whose first lookup of each the walk here does not need.
@@ -212,9 +227,13 @@ int xvs_sweep(struct sweep_args *a)
 	s.a.now = a->now;
 	s.a.new_to = a->new_to;
 	s.a.udp_to = a->udp_to;
+	s.a.limit = a->limit;
 	for (int i = 0; i < STATE_MAX; i++)
 		s.a.tcp_to[i] = a->tcp_to[i];
 	bpf_for_each_map_elem(&xvs_conns, sweep_main, &s, 0);
+	/* Unconditional: sweep_new stops at once if the limit is reached
+	 * (a walk under a condition here made this kernel's verifier fail
+	 * with EFAULT). */
 	bpf_for_each_map_elem(&xvs_conns_new, sweep_new, &s, 0);
 	return s.removed;
 }

@@ -165,6 +165,8 @@ type ExpireSweepArgs struct {
 	NewTo uint64
 	UdpTo uint64
 	TcpTo [11]uint64
+	Limit uint32
+	Pad   uint32
 }
 
 // Names of all BPF objects in the ELF.
