@@ -35,9 +35,12 @@ type ConnTableResult struct {
 	TableBytes uint64
 	TableMaps  []string
 	// Sweeps with nothing to expire (the steady state of a busy director,
-	// paid every interval), then one sweep that expires every conn.
-	Sweeps    []Sweep
-	ExpireAll Sweep
+	// paid every interval), then one sweep that expires every conn: by
+	// the daemon's walk (xvsd's default at this size), and by the kernel's
+	// sweep (xvsd --sweep-max-conns at least the table's size) after the
+	// table is filled again.
+	Sweeps, KSweeps       []Sweep
+	ExpireAll, KExpireAll Sweep
 }
 
 // Sweep is one call of ctl.Table.Expire.
@@ -123,38 +126,62 @@ func ConnTable(ctx context.Context, n uint32, reps int) (ConnTableResult, error)
 	if err := m.SetDest(0, rs.Addr(), true); err != nil {
 		return res, err
 	}
-	t0 := time.Now()
-	for i := range n {
-		if ctx.Err() != nil {
-			return res, ctx.Err()
+	fill := func() error {
+		for i := range n {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c := maps.Conn{
+				Proto:  unix.IPPROTO_TCP,
+				Client: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 40000),
+				VIP:    vip,
+				Dest:   rs,
+				State:  uint8(bpf.XvsTcpStateSTATE_ESTABLISHED),
+			}
+			if err := m.InstallConn(c); err != nil {
+				return fmt.Errorf("fill conn table at %d: %w", i, err)
+			}
 		}
-		c := maps.Conn{
-			Proto:  unix.IPPROTO_TCP,
-			Client: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 40000),
-			VIP:    vip,
-			Dest:   rs,
-			State:  uint8(bpf.XvsTcpStateSTATE_ESTABLISHED),
-		}
-		if err := m.InstallConn(c); err != nil {
-			return res, fmt.Errorf("fill conn table at %d: %w", i, err)
-		}
-		res.Installed++
+		return nil
 	}
+	t0 := time.Now()
+	if err := fill(); err != nil {
+		return res, err
+	}
+	res.Installed = int(n)
 	res.FillTime = time.Since(t0)
 	if err := m.WalkConns(ctx, func(maps.Conn) bool { res.Walked++; return true }); err != nil {
 		return res, err
 	}
 
-	tab := ctl.NewTable(m, ctl.TableOptions{})
-	for range reps {
-		s, err := timeSweep(ctx, tab)
-		if err != nil {
-			return res, err
+	// sweeps times reps sweeps of tab that expire nothing (after one
+	// untimed, which tells the table its size), then one with a clock an
+	// hour ahead that expires everything.
+	sweeps := func(max int) ([]Sweep, Sweep, error) {
+		now := maps.Now()
+		tab := ctl.NewTable(m, ctl.TableOptions{SweepMaxConns: max, Mono: func() time.Duration { return now }})
+		if _, err := tab.Expire(ctx); err != nil {
+			return nil, Sweep{}, err
 		}
-		res.Sweeps = append(res.Sweeps, s)
+		var out []Sweep
+		for range reps {
+			s, err := timeSweep(ctx, tab)
+			if err != nil {
+				return out, Sweep{}, err
+			}
+			out = append(out, s)
+		}
+		now += time.Hour
+		all, err := timeSweep(ctx, tab)
+		return out, all, err
 	}
-	ahead := ctl.NewTable(m, ctl.TableOptions{Mono: func() time.Duration { return maps.Now() + time.Hour }})
-	if res.ExpireAll, err = timeSweep(ctx, ahead); err != nil {
+	if res.Sweeps, res.ExpireAll, err = sweeps(-1); err != nil {
+		return res, err
+	}
+	if err := fill(); err != nil {
+		return res, err
+	}
+	if res.KSweeps, res.KExpireAll, err = sweeps(int(n)); err != nil {
 		return res, err
 	}
 	return res, nil

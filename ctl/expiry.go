@@ -118,21 +118,34 @@ func (t *Table) Expire(ctx context.Context) (int, error) {
 	}
 	t.mu.RUnlock()
 
+	t.expireMu.Lock()
+	defer t.expireMu.Unlock()
 	now := t.mono()
 	held := make(map[persistKey]bool)
 	var n int
 	var err error
-	// The kernel sweeps faster than the walk below, but reports nothing of
-	// the conns it keeps; the templates of persistent services need those.
+	// The kernel sweeps with a third of the walk's CPU, but holds its CPU
+	// for its whole walk, and reports nothing of the conns it keeps: the
+	// templates of persistent services need those. So it sweeps tables
+	// that the last expiry found small enough, and the walk finds out
+	// first.
 	sw, ok := t.dp.(sweeper)
-	if ok && len(persistent) == 0 {
-		n, err = sw.SweepConns(now, sweepTimeouts(to))
+	ok = ok && len(persistent) == 0 && t.population >= 0 && t.population <= t.sweepMax
+	if ok {
+		var res maps.SweepResult
+		res, err = sw.SweepConns(now, sweepTimeouts(to))
+		n, t.population = res.Removed, res.Left
 		if errors.Is(err, maps.ErrNoSweep) {
 			ok = false
 		}
 	}
-	if !ok || len(persistent) > 0 {
-		n, err = t.walkExpire(ctx, now, to, persistent, held)
+	if !ok {
+		var seen int
+		n, seen, err = t.walkExpire(ctx, now, to, persistent, held)
+		t.population = -1
+		if err == nil {
+			t.population = seen - n
+		}
 	}
 	if err != nil {
 		return n, err
@@ -155,7 +168,7 @@ func (t *Table) Expire(ctx context.Context) (int, error) {
 
 // sweeper is the in-kernel sweep (maps.Maps; the tests' fake has none).
 type sweeper interface {
-	SweepConns(now time.Duration, to maps.SweepTimeouts) (int, error)
+	SweepConns(now time.Duration, to maps.SweepTimeouts) (maps.SweepResult, error)
 }
 
 // sweepTimeouts are connTimeout's timeouts in the sweep's terms, taken
@@ -173,8 +186,8 @@ func sweepTimeouts(to ipvsadm.Timeouts) maps.SweepTimeouts {
 
 // walkExpire is Expire's walk: it removes the conns idle at now and
 // records in held the clients of persistent services that still have
-// conns.
-func (t *Table) walkExpire(ctx context.Context, now time.Duration, to ipvsadm.Timeouts, persistent map[uint32]*service, held map[persistKey]bool) (int, error) {
+// conns. It returns how many it removed and how many it saw.
+func (t *Table) walkExpire(ctx context.Context, now time.Duration, to ipvsadm.Timeouts, persistent map[uint32]*service, held map[persistKey]bool) (removed, seen int, err error) {
 	// Expired conns are handed to the datapath in chunks during the walk,
 	// not collected first: a million of them would be over 100 MB of
 	// copies. Removing conns the walk has already passed does not disturb
@@ -191,7 +204,8 @@ func (t *Table) walkExpire(ctx context.Context, now time.Duration, to ipvsadm.Ti
 		xerr = err
 		return err == nil
 	}
-	err := t.dp.WalkConns(ctx, func(c maps.Conn) bool {
+	err = t.dp.WalkConns(ctx, func(c maps.Conn) bool {
+		seen++
 		if now-c.LastSeen > connTimeout(c, to) {
 			expired = append(expired, c)
 			if len(expired) == expireChunk && !flush() {
@@ -206,9 +220,9 @@ func (t *Table) walkExpire(ctx context.Context, now time.Duration, to ipvsadm.Ti
 		flush()
 	}
 	if xerr != nil {
-		return n, xerr
+		return n, seen, xerr
 	}
-	return n, err
+	return n, seen, err
 }
 
 // RunExpiry calls Expire every interval until ctx ends.

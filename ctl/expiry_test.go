@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -91,67 +92,89 @@ func TestSweepTimeouts(t *testing.T) {
 }
 
 // sweepingDP is the fake datapath with an in-kernel sweep that records
-// its calls and removes nothing.
+// its calls, removes nothing, and reports removed and left.
 type sweepingDP struct {
 	*ctltest.Datapath
-	calls   int
-	now     time.Duration
-	to      maps.SweepTimeouts
-	removed int
-	err     error
+	calls         int
+	now           time.Duration
+	to            maps.SweepTimeouts
+	removed, left int
+	err           error
 }
 
-func (d *sweepingDP) SweepConns(now time.Duration, to maps.SweepTimeouts) (int, error) {
+func (d *sweepingDP) SweepConns(now time.Duration, to maps.SweepTimeouts) (maps.SweepResult, error) {
 	d.calls++
 	d.now, d.to = now, to
-	return d.removed, d.err
+	return maps.SweepResult{Removed: d.removed, Left: d.left}, d.err
 }
 
-// TestExpireSweeps: Expire leaves the walk to the kernel's sweep when it
-// can; the walk still runs for persistent services (their templates are
-// held by the conns the sweep keeps) and when the kernel has no sweep.
+// TestExpireSweeps: the first expiry walks the tables (and counts what it
+// leaves); the later ones leave the walk to the kernel's sweep while what
+// the last one left is within SweepMaxConns. The walk still runs for
+// persistent services (their templates are held by the conns a sweep
+// keeps), above the limit, and when the kernel has no sweep.
 func TestExpireSweeps(t *testing.T) {
 	tests := []struct {
 		name       string
 		persistent bool
+		fresh      int // conns within their timeout
+		max        int // SweepMaxConns
+		left       int // what the fake sweep reports left
 		err        error
-		wantSweep  bool
+		wantSweeps int // of the three expiries
 	}{
-		{name: "sweep", wantSweep: true},
-		{name: "persistent service: walk", persistent: true},
-		{name: "no sweep in the kernel: walk", err: fmt.Errorf("%w: old kernel", maps.ErrNoSweep)},
+		{name: "walk, then sweeps", fresh: 2, left: 2, wantSweeps: 2},
+		{name: "walk, then a sweep that finds the tables grown", fresh: 2, max: 3, left: 4, wantSweeps: 1},
+		{name: "above the limit: walks", fresh: 4, max: 3, wantSweeps: 0},
+		{name: "persistent service: walks", persistent: true, fresh: 1, wantSweeps: 0},
+		{name: "no sweep in the kernel: walks", err: fmt.Errorf("%w: old kernel", maps.ErrNoSweep), wantSweeps: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dp := &sweepingDP{Datapath: ctltest.New(), removed: 42, err: tt.err}
+			dp := &sweepingDP{Datapath: ctltest.New(), removed: 42, left: tt.left, err: tt.err}
 			now := time.Hour
-			tb := NewTable(dp, TableOptions{Mono: func() time.Duration { return now }})
+			tb := NewTable(dp, TableOptions{Mono: func() time.Duration { return now }, SweepMaxConns: tt.max})
 			svc := "-A -t 10.0.0.1:80 -s rr"
 			if tt.persistent {
 				svc += " -p 60"
 			}
 			must(t, tb.Apply(parseAll(t, svc, "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m", "--set 5 6 7"), nil))
-			idle := maps.Conn{Proto: 6, Client: netip.MustParseAddrPort("192.0.2.1:1000"), VIP: netip.MustParseAddrPort("10.0.0.1:80"),
-				Dest: netip.MustParseAddrPort("172.16.0.2:80"), LastSeen: now - time.Hour}
-			must(t, dp.InstallConn(idle))
-			n, err := tb.Expire(context.Background())
-			if err != nil {
-				t.Fatal(err)
+			install := func(port uint16, seen time.Duration) {
+				must(t, dp.InstallConn(maps.Conn{Proto: 6, Client: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), port),
+					VIP: netip.MustParseAddrPort("10.0.0.1:80"), Dest: netip.MustParseAddrPort("172.16.0.2:80"), LastSeen: seen}))
 			}
-			if tt.wantSweep {
-				if dp.calls != 1 || n != 42 || dp.now != now || dp.to != sweepTimeouts(tb.Timeouts()) {
-					t.Errorf("sweep calls %d at %v with %+v, Expire = %d; want 1 at %v with the table's timeouts, 42", dp.calls, dp.now, dp.to, n, now)
+			for i := range tt.fresh {
+				install(uint16(2000+i), now)
+			}
+			walks := 0
+			for i := range 3 {
+				install(1000, now-time.Hour) // idle
+				calls := dp.calls
+				n, err := tb.Expire(context.Background())
+				if err != nil {
+					t.Fatal(err)
 				}
-				if len(dp.Conns) != 1 {
-					t.Errorf("%d conns left, want the sweep's to remove (none here)", len(dp.Conns))
+				if dp.calls > calls && !errors.Is(tt.err, maps.ErrNoSweep) {
+					if n != 42 || dp.now != now || dp.to != sweepTimeouts(tb.Timeouts()) {
+						t.Errorf("expiry %d: sweep at %v with %+v, Expire = %d; want at %v with the table's timeouts, 42", i, dp.now, dp.to, n, now)
+					}
+					// What the kernel's sweep would have removed.
+					if ok, err := dp.DeleteConnIf(maps.Conn{Proto: 6, Client: netip.MustParseAddrPort("192.0.2.1:1000"), VIP: netip.MustParseAddrPort("10.0.0.1:80")}, now-time.Hour); !ok || err != nil {
+						t.Fatalf("expiry %d: idle conn not there to sweep: %v", i, err)
+					}
+					continue
 				}
-				return
+				walks++
+				if n != 1 || len(dp.Conns) != tt.fresh {
+					t.Errorf("expiry %d: Expire = %d with %d conns left, want the walk to remove the idle conn", i, n, len(dp.Conns))
+				}
 			}
-			if n != 1 || len(dp.Conns) != 0 {
-				t.Errorf("Expire = %d with %d conns left, want the walk to remove the idle conn", n, len(dp.Conns))
+			sweeps := 3 - walks
+			if errors.Is(tt.err, maps.ErrNoSweep) {
+				sweeps = dp.calls
 			}
-			if tt.persistent && dp.calls != 0 {
-				t.Errorf("sweep called %d times for a persistent service", dp.calls)
+			if sweeps != tt.wantSweeps {
+				t.Errorf("%d sweeps (%d walks), want %d", sweeps, walks, tt.wantSweeps)
 			}
 		})
 	}

@@ -91,10 +91,11 @@ func TestSweepConns(t *testing.T) {
 		}
 	}
 
-	n, err := m.SweepConns(now, testSweepTimeouts())
+	res, err := m.SweepConns(now, testSweepTimeouts())
 	if err != nil {
 		t.Fatal(err)
 	}
+	n := res.Removed
 	gone := 0
 	for _, tt := range tests {
 		c := tt.conn
@@ -107,6 +108,9 @@ func TestSweepConns(t *testing.T) {
 	if n != gone {
 		t.Errorf("sweep removed %d, want %d", n, gone)
 	}
+	if res.Left != len(tests)-gone {
+		t.Errorf("sweep left %d, want %d", res.Left, len(tests)-gone)
+	}
 	for id, w := range want {
 		wantDestConns(t, m, id, w.active, w.inactive)
 	}
@@ -117,12 +121,12 @@ func TestSweepConns(t *testing.T) {
 func TestSweepDuringMove(t *testing.T) {
 	m, raw := newTestMaps(t)
 	c := halfPromoted(t, m, raw, tcpConn(10))
-	n, err := m.SweepConns(c.LastSeen+time.Hour, testSweepTimeouts())
+	res, err := m.SweepConns(c.LastSeen+time.Hour, testSweepTimeouts())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 1 {
-		t.Errorf("removed %d, want 1", n)
+	if res.Removed != 1 {
+		t.Errorf("removed %d, want 1", res.Removed)
 	}
 	wantPair(t, m, raw, c, pairNone)
 	wantDestConns(t, m, c.DestID, 0, 0)
@@ -167,13 +171,13 @@ func TestSweepInRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.sweep.mu.Lock()
-	n, err := m.sweep.run(now, testSweepTimeouts(), 3)
+	res, err := m.sweep.run(now, testSweepTimeouts(), 3)
 	m.sweep.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != len(idle) {
-		t.Errorf("removed %d in runs of 3, want %d", n, len(idle))
+	if res.Removed != len(idle) || res.Left != len(kept) {
+		t.Errorf("removed %d in runs of 3, left %d; want %d, %d", res.Removed, res.Left, len(idle), len(kept))
 	}
 	for _, c := range idle {
 		wantPair(t, m, raw, c, pairNone)

@@ -140,7 +140,7 @@ struct sweep_args {
 	__u64 udp_to;		 /* UDP */
 	__u64 tcp_to[STATE_MAX]; /* TCP, by state */
 	__u32 limit;		 /* stop after removing this many */
-	__u32 pad;
+	__u32 visited;		 /* out: conns the run looked at */
 };
 
 /* The sweep's state: the arguments (a callback's context must be on the
@@ -223,6 +223,7 @@ SEC("syscall")
 int xvs_sweep(struct sweep_args *a)
 {
 	struct sweep s = {};
+	long n;
 
 	s.a.now = a->now;
 	s.a.new_to = a->new_to;
@@ -230,11 +231,12 @@ int xvs_sweep(struct sweep_args *a)
 	s.a.limit = a->limit;
 	for (int i = 0; i < STATE_MAX; i++)
 		s.a.tcp_to[i] = a->tcp_to[i];
-	bpf_for_each_map_elem(&xvs_conns, sweep_main, &s, 0);
+	n = bpf_for_each_map_elem(&xvs_conns, sweep_main, &s, 0);
 	/* Unconditional: sweep_new stops at once if the limit is reached
 	 * (a walk under a condition here made this kernel's verifier fail
 	 * with EFAULT). */
-	bpf_for_each_map_elem(&xvs_conns_new, sweep_new, &s, 0);
+	n += bpf_for_each_map_elem(&xvs_conns_new, sweep_new, &s, 0);
+	a->visited = n > 0 ? n : 0;
 	return s.removed;
 }
 

@@ -57,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "bpffs", Value: defaultBPFFS, Usage: "`DIR` on a bpffs for pinned maps and links (mounted if needed)"},
 			&cli.StringFlag{Name: "state", Value: defaultState, Usage: "`FILE` keeping the service table across restarts"},
 			&cli.UintFlag{Name: "conn-max", Value: 1048576, Usage: "size of the connection table (entries)"},
+			&cli.IntFlag{Name: "sweep-max-conns", Value: ctl.DefaultSweepMaxConns, Usage: "expire idle connections in the kernel (a third of the CPU of a walk from the daemon) while the tables hold at most this many; a kernel sweep holds its CPU for its whole walk, about 0.15 µs per connection on a small VM (negative: always walk)"},
 			&cli.UintFlag{Name: "half-open-max", Usage: "size of the table of connections not yet answered by their real server (SYN received, or UDP without a reply); allocated as it fills", DefaultText: "conn-max/4"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9472); off when empty"},
 			&cli.StringFlag{Name: "tap", Value: defaultTap, Usage: "`NAME` of the punt device for first packets"},
@@ -166,8 +167,9 @@ func daemon(c *cli.Context) error {
 				log.Error("save state", slog.Any("err", err))
 			}
 		},
-		Budget:  ctl.Budget{Rate: c.Uint64("service-first-packet-rate"), Burst: c.Uint64("service-first-packet-burst")},
-		NoRings: !c.Bool("datapath-sched"),
+		Budget:        ctl.Budget{Rate: c.Uint64("service-first-packet-rate"), Burst: c.Uint64("service-first-packet-burst")},
+		SweepMaxConns: c.Int("sweep-max-conns"),
+		NoRings:       !c.Bool("datapath-sched"),
 	})
 	if err := m.SetBudget(0, true, c.Uint64("first-packet-rate"), c.Uint64("first-packet-burst")); err != nil {
 		return err
