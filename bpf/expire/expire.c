@@ -30,8 +30,11 @@
  * the copy of the value and the delete counts the conn out of the class
  * it had at the copy.
  *
+ * xvs_sweep (below) does the daemon's walk too, for tables small enough
+ * that one run may hold its CPU for the walk.
+ *
  * The maps of maps.h are replaced at load time with the datapath's live
- * ones; only those xvs_expire uses are kept.
+ * ones; only those the loaded program uses are kept.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
