@@ -250,9 +250,15 @@ func (x *XVS) Start(ctx context.Context, tp *Topo) error {
 		"--iface", extIf, "--iface", intIf, "--mode", x.Mode, "--socket", x.sock,
 		"--bpffs", x.bpffs, "--tap", x.tap, "--state", x.state, "--metrics", xvsMetrics,
 		// Room for the new-flow runs' half-open UDP conns while the
-		// 1 s UDP timeout expires them; the main pair keeps its
-		// default size (the established runs' lookups go there).
-		"--half-open-max", "1048576")
+		// 1 s UDP timeout expires them.
+		"--half-open-max", "1048576",
+		// The main pair sized for this load, as the README tells
+		// operators to: the connection runs leave some 100,000 conns
+		// (TIME_WAIT, 120 s), the UDP runs a few thousand. In a table
+		// of the default 1M, once those conns had expired, the
+		// established flows' entries were spread over so many pages
+		// that XDP forwarded half as much (BENCHMARKS.md, session 6).
+		"--conn-max", "262144")
 	x.cmd.Stdout, x.cmd.Stderr = x.log, x.log
 	if err := x.cmd.Start(); err != nil {
 		return errors.Join(fmt.Errorf("start xvsd: %w", err), x.Stop())
