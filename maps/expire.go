@@ -83,17 +83,7 @@ func (e *expirer) load(m *Maps) error {
 
 // loadExpire loads xvs_expire with the maps of maps.h replaced by m's.
 func loadExpire(m *Maps) (*ebpf.Program, *ebpf.Map, error) {
-	spec, err := expire.LoadExpire()
-	if err != nil {
-		return nil, nil, fmt.Errorf("load expire spec: %w", err)
-	}
-	coll, err := loadSyscallProg(spec, expire.ExpireProgXvsExpire, map[string]*ebpf.Map{
-		expire.ExpireMapXvsConns:     m.conns,
-		expire.ExpireMapXvsRconns:    m.rconns,
-		expire.ExpireMapXvsConnsNew:  m.nconns,
-		expire.ExpireMapXvsRconnsNew: m.nrconns,
-		expire.ExpireMapXvsDests:     m.dests,
-	})
+	coll, err := loadExpireProg(m, expire.ExpireProgXvsExpire)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -104,6 +94,22 @@ func loadExpire(m *Maps) (*ebpf.Program, *ebpf.Map, error) {
 		return nil, nil, errors.New("expire program does not use its batch map")
 	}
 	return p, b, nil
+}
+
+// loadExpireProg loads program name of the expire object (xvs_expire or
+// xvs_sweep) with the maps of maps.h replaced by m's.
+func loadExpireProg(m *Maps, name string) (*ebpf.Collection, error) {
+	spec, err := expire.LoadExpire()
+	if err != nil {
+		return nil, fmt.Errorf("load expire spec: %w", err)
+	}
+	return loadSyscallProg(spec, name, map[string]*ebpf.Map{
+		expire.ExpireMapXvsConns:     m.conns,
+		expire.ExpireMapXvsRconns:    m.rconns,
+		expire.ExpireMapXvsConnsNew:  m.nconns,
+		expire.ExpireMapXvsRconnsNew: m.nrconns,
+		expire.ExpireMapXvsDests:     m.dests,
+	})
 }
 
 // ExpireConns removes every conn of cands whose stored last_seen still

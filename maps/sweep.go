@@ -122,17 +122,7 @@ func (s *sweeper) run(now time.Duration, to SweepTimeouts, limit uint32) (SweepR
 
 // loadSweep loads xvs_sweep with the maps of maps.h replaced by m's.
 func loadSweep(m *Maps) (*ebpf.Program, error) {
-	spec, err := expire.LoadExpire()
-	if err != nil {
-		return nil, fmt.Errorf("load expire spec: %w", err)
-	}
-	coll, err := loadSyscallProg(spec, expire.ExpireProgXvsSweep, map[string]*ebpf.Map{
-		expire.ExpireMapXvsConns:     m.conns,
-		expire.ExpireMapXvsRconns:    m.rconns,
-		expire.ExpireMapXvsConnsNew:  m.nconns,
-		expire.ExpireMapXvsRconnsNew: m.nrconns,
-		expire.ExpireMapXvsDests:     m.dests,
-	})
+	coll, err := loadExpireProg(m, expire.ExpireProgXvsSweep)
 	if err != nil {
 		return nil, err
 	}
