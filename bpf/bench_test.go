@@ -133,6 +133,17 @@ func BenchmarkXDPForwardHit(b *testing.B) { benchHit(b, false) }
 // BenchmarkXDPReverseHit: the real server's reply, rewritten to the VIP.
 func BenchmarkXDPReverseHit(b *testing.B) { benchHit(b, true) }
 
+// newFlowFrames is n UDP frames to the VIP, each of another flow.
+func newFlowFrames(n int) [][]byte {
+	vip := ap(vip4, vport)
+	frames := make([][]byte, n)
+	for i := range frames {
+		cli := ap(netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/60000), 2}), uint16(2000+i%60000))
+		frames[i] = frame(cli, vip, testutil.ProtoUDP, 0, macCli, macExt).Bytes()
+	}
+	return frames
+}
+
 // BenchmarkXDPRingNew: a first packet of a service with a ring, each of
 // another flow (UDP, one run per syscall, so cold like the cold hit
 // figure): the pick, the install of both keys into the new pair, the
@@ -144,12 +155,7 @@ func BenchmarkXDPRingNew(b *testing.B) {
 	e := newEnvSized(b, map[string]uint32{"xvs_conns_new": uint32(n + 4096), "xvs_rconns_new": uint32(n + 4096)})
 	setupConns(e)
 	e.putRing(svcUDPID, []ringEnt{{destRS, rport}, {destRS, rport + 1}})
-	vip := ap(vip4, vport)
-	frames := make([][]byte, n)
-	for i := range frames {
-		cli := ap(netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/60000), 2}), uint16(2000+i%60000))
-		frames[i] = frame(cli, vip, testutil.ProtoUDP, 0, macCli, macExt).Bytes()
-	}
+	frames := newFlowFrames(n)
 	e.events()
 	var total time.Duration
 	b.ResetTimer()
@@ -188,12 +194,7 @@ func BenchmarkXDPFloodDrop(b *testing.B) {
 	global := e.objs.XvsBudget.MaxEntries() - 1 // XVS_BUDGET_GLOBAL
 	e.setBudget(global, 1, 1, 0, 1<<62)         // no token, none before long
 	n := min(b.N, 200000)
-	vip := ap(vip4, vport)
-	frames := make([][]byte, n)
-	for i := range frames {
-		cli := ap(netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/60000), 2}), uint16(2000+i%60000))
-		frames[i] = frame(cli, vip, testutil.ProtoUDP, 0, macCli, macExt).Bytes()
-	}
+	frames := newFlowFrames(n)
 	pass := passProgram(b)
 	e.resetReasons()
 	var total, base time.Duration
