@@ -195,11 +195,10 @@ func (t *Table) walkExpire(ctx context.Context, now time.Duration, to ipvsadm.Ti
 	// last_seen is still the one the walk saw: a packet since then keeps
 	// it.
 	expired := make([]maps.Conn, 0, expireChunk)
-	n := 0
 	var xerr error
 	flush := func() bool {
 		got, err := t.dp.ExpireConns(expired)
-		n += got
+		removed += got
 		expired = expired[:0]
 		xerr = err
 		return err == nil
@@ -220,9 +219,9 @@ func (t *Table) walkExpire(ctx context.Context, now time.Duration, to ipvsadm.Ti
 		flush()
 	}
 	if xerr != nil {
-		return n, seen, xerr
+		return removed, seen, xerr
 	}
-	return n, seen, err
+	return removed, seen, err
 }
 
 // RunExpiry calls Expire every interval until ctx ends.
