@@ -144,6 +144,7 @@ func testSharedServerKey(t *testing.T, e *env) {
 				if err := e.objs.XvsRconns.Update(rk, rconn(vipB, svcB), ebpf.UpdateExist); err != nil {
 					t.Fatal(err)
 				}
+				e.voidFlows() // as the installer does when it shadows a key
 				e.sendOK(t, en, reply, e.intl.index, from(vipB))
 				if at := e.pairOf(t, kB, rk); at != atMain {
 					t.Fatalf("B in pair %s, want main", at)

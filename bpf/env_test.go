@@ -274,6 +274,9 @@ func (e *env) load() {
 	spec.Maps["xvs_rconns"].MaxEntries = 4096
 	spec.Maps["xvs_conns_new"].MaxEntries = 4096
 	spec.Maps["xvs_rconns_new"].MaxEntries = 4096
+	if err := SizeFlows(spec); err != nil {
+		e.t.Fatal(err)
+	}
 	for name, n := range e.sizes {
 		spec.Maps[name].MaxEntries = n
 	}
@@ -485,10 +488,22 @@ func (e *env) conn(k XvsConnKey) XvsConn {
 	return c
 }
 
-// putConn overwrites k's conn in whichever pair holds it.
+// putConn overwrites k's conn in whichever pair holds it, and voids the
+// flow cache's copies: the daemon never rewrites a conn in place, and a
+// copy of its old value would answer for it.
 func (e *env) putConn(k XvsConnKey, c XvsConn) {
 	e.t.Helper()
 	if err := e.connTable(k).Put(k, c); err != nil {
+		e.t.Fatal(err)
+	}
+	e.voidFlows()
+}
+
+// voidFlows voids every flow cache copy made so far, as the daemon does
+// when it removes a conn (maps.voidFlows).
+func (e *env) voidFlows() {
+	e.t.Helper()
+	if err := e.objs.XvsFlowVoid.Put(uint32(0), monoNow(e.t)); err != nil {
 		e.t.Fatal(err)
 	}
 }

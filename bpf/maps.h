@@ -218,6 +218,31 @@ struct {
 	__uint(max_entries, XVS_MAX_DESTS);
 } xvs_routes SEC(".maps");
 
+/* The flow cache (struct flow in xvs.h): XVS_FLOWS entries per CPU, by
+ * CPU then hash. Mmapable, which puts the entries on page boundaries and
+ * so each in one cache line. Not pinned: a copy is good for 100 ms. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow);
+	__uint(max_entries, XVS_FLOWS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} xvs_flows SEC(".maps");
+
+/* One coarse-clock time: flow cache entries copied at or before it are
+ * void. Raised (atomically, never lowered) by whoever removes a conn
+ * other than by expiry: the datapath's reuse of a closed conn's port
+ * (lib/sched.h), the daemon's deletions (maps). Mmapable for the
+ * daemon's atomics. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xvs_flow_void SEC(".maps");
+
 /* Event counters (enum event), per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

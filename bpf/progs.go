@@ -22,3 +22,24 @@ func FillProgs(objs *XvsObjects) error {
 	}
 	return nil
 }
+
+// FlowsPerCPU is XVS_FLOWS: the entries of the flow cache (xvs_flows) each
+// CPU owns, as compiled into the spec.
+const FlowsPerCPU = 8192
+
+// SizeFlows gives the flow cache of spec XVS_FLOWS entries for each
+// possible CPU (lib/flow.h indexes it by CPU first). Unsized, only CPU 0
+// would have entries: every other CPU would miss in it, correctly but
+// always.
+func SizeFlows(spec *ebpf.CollectionSpec) error {
+	ms := spec.Maps[XvsMapXvsFlows]
+	if ms == nil {
+		return fmt.Errorf("size %s: no such map", XvsMapXvsFlows)
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("size %s: possible cpus: %w", XvsMapXvsFlows, err)
+	}
+	ms.MaxEntries = uint32(FlowsPerCPU * ncpu)
+	return nil
+}

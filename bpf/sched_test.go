@@ -381,6 +381,7 @@ func TestRingPortReuse(t *testing.T) {
 					defer e.objs.XvsRings.Delete(svc)
 					before := map[uint32]XvsDest{old: e.dest(old), pick: e.dest(pick)}
 					e.events()
+					void := e.flowVoid(t)
 
 					f := frame(cli, vip, testutil.ProtoTCP, testutil.TCPSyn, macCli, macExt)
 					dc := dpCase{in: f.Bytes(), ingress: e.ext.index, want: vRedirect, reason: XvsReasonREASON_PUNT}
@@ -400,6 +401,10 @@ func TestRingPortReuse(t *testing.T) {
 						if err := m.Lookup(rk, &rv); err == nil {
 							t.Errorf("old server-side key still in %v", m)
 						}
+					}
+					// a copy on another CPU may have been made while it was open
+					if got := e.flowVoid(t); got <= void {
+						t.Errorf("flow cache void time %d after the removal, was %d: copies not voided", got, void)
 					}
 					wantEv := map[XvsEvent]uint64{XvsEventEVENT_SCHED_REUSED: 1}
 					if !c.progs {

@@ -8,12 +8,14 @@ import (
 )
 
 // TestLastSeenStamp: the hit path stamps last_seen from the coarse
-// monotonic clock (lib/conn.h, conn_stamp). Every packet, either way and
-// through either entry, leaves it within [CLOCK_MONOTONIC_COARSE before the
-// packet, CLOCK_MONOTONIC after], replaces an old stamp (the daemon's
-// install), and a packet a few ticks after the previous one moves it on:
-// the daemon's idle test (now - last_seen) and its "unchanged since the
-// walk" test keep working.
+// monotonic clock (lib/conn.h, conn_stamp). Every packet that looks its
+// conn up (here: each comes after the last one's flow cache copy has
+// lapsed), either way and through either entry, leaves it within
+// [CLOCK_MONOTONIC_COARSE before the packet, CLOCK_MONOTONIC after],
+// replaces an old stamp (the daemon's install), and a packet a few ticks
+// after the previous one moves it on: the daemon's idle test (now -
+// last_seen) and its "unchanged since the walk" test keep working.
+// TestFlowCache has the packets a copy answers, which leave it alone.
 func TestLastSeenStamp(t *testing.T) {
 	e := newEnv(t)
 	const dest, svc = 50, 60
@@ -48,9 +50,10 @@ func TestLastSeenStamp(t *testing.T) {
 					t.Errorf("step %d: last_seen %d did not move on from %d", step, seen, last)
 				}
 				last = seen
-				// Several ticks (HZ >= 100), so that the next packet's
-				// stamp is a later one.
-				time.Sleep(30 * time.Millisecond)
+				// Past a copy's life (XVS_FLOW_TTL_NS), and so several
+				// ticks: the next packet looks its conn up and stamps a
+				// later time.
+				time.Sleep(flowTTL + 10*time.Millisecond)
 			}
 		})
 	}

@@ -7,6 +7,9 @@
  *
  *   parse -> ICMP error:     icmp (translate for its conn, lib/icmp.h)
  *         -> later fragment: frag (follow its first fragment, lib/frag.h)
+ *         -> flow_find: a live copy of an established conn (lib/flow.h)
+ *              -> hit on the copy: conn_admit -> conn_account (stats)
+ *                 -> as below from TTL on
  *         -> conn_find_first
  *              -> miss: first packet to a VIP, within the budget:
  *                       scheduled here from its service's ring
@@ -15,7 +18,7 @@
  *              -> hit:  SYN reusing a closed conn: its service
  *                       has a ring: the old conn removed, the packet
  *                       starts over (a tail call) | punt
- *                       conn_admit -> conn_account
+ *                       conn_admit -> conn_account -> flow_keep
  *                       -> TTL <= 1: answer time exceeded
  *                       -> fib (XDP, to a real server: its cached
  *                          route while valid) -> too big, DF: answer
@@ -41,6 +44,7 @@
 #include "lib/reply.h"
 #include "lib/icmp.h"
 #include "lib/frag.h"
+#include "lib/flow.h"
 
 /* Never used: they make the enums part of BTF so that bpf2go emits them. */
 const volatile enum reason xvs_enum_reason;
@@ -66,6 +70,7 @@ static __always_inline int hit_xdp(struct xdp_md *ctx, __u32 ifindex,
 	if (r != XVS_CONTINUE)
 		return xdp_verdict(r);
 	conn_account(p, h);
+	flow_keep(p, h);
 	if (p->ttl <= 1) {
 		reply_ttl(&rp, p, h);
 	} else {
@@ -110,7 +115,9 @@ int xvs_xdp(struct xdp_md *ctx)
 		return frag_xdp(ctx, ifindex, &p);
 	if (r != XVS_CONTINUE)
 		return xdp_verdict(r);
-	if (!conn_find_first(&p, &h, &svc)) {
+	if (flow_find(&p, &h)) {
+		r = XVS_CONTINUE;
+	} else if (!conn_find_first(&p, &h, &svc)) {
 		if (p.frag)
 			return xdp_verdict(REASON_PASS_FRAGMENT);
 		r = punt_decide(&p, ifindex, &tap, &h, svc);
@@ -155,6 +162,7 @@ static __always_inline int hit_tc(struct __sk_buff *skb, __u32 ifindex,
 	if (r != XVS_CONTINUE)
 		return tc_verdict(r);
 	conn_account(p, h);
+	flow_keep(p, h);
 	if (p->ttl <= 1) {
 		reply_ttl(&rp, p, h);
 		r = REASON_PASS_TTL;
@@ -199,7 +207,9 @@ int xvs_tc(struct __sk_buff *skb)
 		return frag_tc(skb, ifindex, &p);
 	if (r != XVS_CONTINUE)
 		return tc_verdict(r);
-	if (!conn_find_first(&p, &h, &svc)) {
+	if (flow_find(&p, &h)) {
+		r = XVS_CONTINUE;
+	} else if (!conn_find_first(&p, &h, &svc)) {
 		if (p.frag)
 			return tc_verdict(REASON_PASS_FRAGMENT);
 		r = punt_decide(&p, ifindex, &tap, &h, svc);

@@ -90,6 +90,12 @@ const (
 	XvsFamilyFAMILY_INET6 XvsFamily = 10
 )
 
+type XvsFlow struct {
+	_   structs.HostLayout
+	Key XvsConnKey
+	C   XvsConn
+}
+
 type XvsFrag struct {
 	_    structs.HostLayout
 	Ckey XvsConnKey
@@ -248,6 +254,8 @@ const (
 	XvsMapXvsDestStats      = "xvs_dest_stats"
 	XvsMapXvsDests          = "xvs_dests"
 	XvsMapXvsEvents         = "xvs_events"
+	XvsMapXvsFlowVoid       = "xvs_flow_void"
+	XvsMapXvsFlows          = "xvs_flows"
 	XvsMapXvsFrags          = "xvs_frags"
 	XvsMapXvsProgsTc        = "xvs_progs_tc"
 	XvsMapXvsProgsXdp       = "xvs_progs_xdp"
@@ -333,6 +341,8 @@ type XvsMapSpecs struct {
 	XvsDestStats *ebpf.MapSpec `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
 	XvsEvents    *ebpf.MapSpec `ebpf:"xvs_events"`
+	XvsFlowVoid  *ebpf.MapSpec `ebpf:"xvs_flow_void"`
+	XvsFlows     *ebpf.MapSpec `ebpf:"xvs_flows"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
 	XvsProgsTc   *ebpf.MapSpec `ebpf:"xvs_progs_tc"`
 	XvsProgsXdp  *ebpf.MapSpec `ebpf:"xvs_progs_xdp"`
@@ -392,6 +402,8 @@ type XvsMaps struct {
 	XvsDestStats *ebpf.Map `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
 	XvsEvents    *ebpf.Map `ebpf:"xvs_events"`
+	XvsFlowVoid  *ebpf.Map `ebpf:"xvs_flow_void"`
+	XvsFlows     *ebpf.Map `ebpf:"xvs_flows"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
 	XvsProgsTc   *ebpf.Map `ebpf:"xvs_progs_tc"`
 	XvsProgsXdp  *ebpf.Map `ebpf:"xvs_progs_xdp"`
@@ -418,6 +430,8 @@ func (m *XvsMaps) Close() error {
 		m.XvsDestStats,
 		m.XvsDests,
 		m.XvsEvents,
+		m.XvsFlowVoid,
+		m.XvsFlows,
 		m.XvsFrags,
 		m.XvsProgsTc,
 		m.XvsProgsXdp,

@@ -164,6 +164,9 @@ func Load(opts Options) (_ *Datapath, err error) {
 	// Half-open conns have their own, smaller pair (see docs/datapath.md).
 	spec.Maps[bpf.XvsMapXvsConnsNew].MaxEntries = opts.HalfOpenMax
 	spec.Maps[bpf.XvsMapXvsRconnsNew].MaxEntries = opts.HalfOpenMax
+	if err := bpf.SizeFlows(spec); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
 	adopted, err := checkPinnedMaps(spec, opts.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)

@@ -132,10 +132,13 @@ func (m *Maps) installNew(ck, sk bpf.XvsConnKey, v bpf.XvsConn) error {
 	// Only if it is there: an update of an LRU map takes a free node
 	// first, even one it refuses, and with none left that evicts an
 	// established conn's key (xvs_install writes in place instead).
+	// A copy in the flow cache may answer for the older conn's replies:
+	// void it.
 	var shadowed bpf.XvsRconn
 	if m.rconns.Lookup(&sk, &shadowed) == nil {
 		rv := rconnOf(ck, v)
 		_ = m.rconns.Update(&sk, &rv, ebpf.UpdateExist)
+		m.voidFlows()
 	}
 	return nil
 }
@@ -346,12 +349,15 @@ func (m *Maps) DeleteConn(proto uint8, client, vip netip.AddrPort) (Conn, error)
 
 // removeMain removes ck from the main pair and counts it out. A copy of
 // the same conn still in the new pair (a move in progress, or one that
-// failed half-way) goes too, uncounted: it is the same conn.
+// failed half-way) goes too, uncounted: it is the same conn. Only conns
+// of the main pair have copies in the datapath's flow cache, which the
+// removal voids.
 func (m *Maps) removeMain(ck bpf.XvsConnKey) (bpf.XvsConn, error) {
 	var v bpf.XvsConn
 	if err := m.conns.LookupAndDelete(&ck, &v); err != nil {
 		return v, notFound(err)
 	}
+	m.voidFlows()
 	m.dropServerKey(m.rconns, ck, v)
 	var cur bpf.XvsConn
 	if m.nconns.Lookup(&ck, &cur) == nil && sameConn(cur, v) {

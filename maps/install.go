@@ -125,6 +125,7 @@ func (in *installer) load(m *Maps) error {
 		install.InstallMapXvsConnsNew:  m.nconns,
 		install.InstallMapXvsRconnsNew: m.nrconns,
 		install.InstallMapXvsDests:     m.dests,
+		install.InstallMapXvsFlowVoid:  m.flowVoid,
 	}
 	coll, err := loadSyscallProg(spec, install.InstallProgXvsInstall, live)
 	if err != nil {

@@ -72,7 +72,12 @@ type Maps struct {
 	// so no update is lost (a map update would overwrite the whole value).
 	destMem []byte
 	destMax uint32
-	cfgMu   sync.Mutex // serialises read-modify-write of xvs_cfg[0]
+	// voidMem is xvs_flow_void mapped shared: the time before which the
+	// datapath's flow cache copies are void, raised with a
+	// compare-and-swap as the datapath raises it (voidFlows).
+	voidMem  []byte
+	flowVoid *ebpf.Map
+	cfgMu    sync.Mutex // serialises read-modify-write of xvs_cfg[0]
 	// halfOpen lists the client-side keys installed into the new pair,
 	// oldest first: the victims when it is full (see makeRoom).
 	halfOpen keyRing
@@ -89,7 +94,7 @@ func New(m *bpf.XvsMaps) (*Maps, error) {
 	if m == nil || m.XvsSvcs == nil || m.XvsConns == nil || m.XvsRconns == nil ||
 		m.XvsConnsNew == nil || m.XvsRconnsNew == nil || m.XvsDests == nil ||
 		m.XvsSvcStats == nil || m.XvsDestStats == nil || m.XvsReasons == nil || m.XvsCfg == nil || m.XvsBudget == nil ||
-		m.XvsVips == nil || m.XvsRings == nil || m.XvsEvents == nil {
+		m.XvsVips == nil || m.XvsRings == nil || m.XvsEvents == nil || m.XvsFlowVoid == nil {
 		return nil, errors.New("new maps: missing map")
 	}
 	if got := int(m.XvsDests.ValueSize()); got != destSize {
@@ -108,6 +113,11 @@ func New(m *bpf.XvsMaps) (*Maps, error) {
 	mem, err := unix.Mmap(m.XvsDests.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("new maps: mmap xvs_dests: %w", err)
+	}
+	voidMem, err := mmapFlowVoid(m.XvsFlowVoid)
+	if err != nil {
+		_ = unix.Munmap(mem)
+		return nil, fmt.Errorf("new maps: %w", err)
 	}
 	return &Maps{
 		svcs:      m.XvsSvcs,
@@ -128,6 +138,8 @@ func New(m *bpf.XvsMaps) (*Maps, error) {
 		ncpu:      ncpu,
 		destMem:   mem,
 		destMax:   entries,
+		voidMem:   voidMem,
+		flowVoid:  m.XvsFlowVoid,
 	}, nil
 }
 
@@ -143,6 +155,9 @@ func (m *Maps) Close() error {
 	m.expire.close()
 	m.sweep.close()
 	m.inst.close()
+	if err := unix.Munmap(m.voidMem); err != nil {
+		return fmt.Errorf("unmap xvs_flow_void: %w", err)
+	}
 	if err := unix.Munmap(m.destMem); err != nil {
 		return fmt.Errorf("unmap xvs_dests: %w", err)
 	}

@@ -79,6 +79,12 @@ type ExpireDest struct {
 	Addr     [16]uint8
 }
 
+type ExpireFlow struct {
+	_   structs.HostLayout
+	Key ExpireConnKey
+	C   ExpireConn
+}
+
 type ExpireFrag struct {
 	_    structs.HostLayout
 	Ckey ExpireConnKey
@@ -182,6 +188,8 @@ const (
 	ExpireMapXvsDests       = "xvs_dests"
 	ExpireMapXvsEvents      = "xvs_events"
 	ExpireMapXvsExpBatch    = "xvs_exp_batch"
+	ExpireMapXvsFlowVoid    = "xvs_flow_void"
+	ExpireMapXvsFlows       = "xvs_flows"
 	ExpireMapXvsFrags       = "xvs_frags"
 	ExpireMapXvsProgsTc     = "xvs_progs_tc"
 	ExpireMapXvsProgsXdp    = "xvs_progs_xdp"
@@ -260,6 +268,8 @@ type ExpireMapSpecs struct {
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
 	XvsEvents    *ebpf.MapSpec `ebpf:"xvs_events"`
 	XvsExpBatch  *ebpf.MapSpec `ebpf:"xvs_exp_batch"`
+	XvsFlowVoid  *ebpf.MapSpec `ebpf:"xvs_flow_void"`
+	XvsFlows     *ebpf.MapSpec `ebpf:"xvs_flows"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
 	XvsProgsTc   *ebpf.MapSpec `ebpf:"xvs_progs_tc"`
 	XvsProgsXdp  *ebpf.MapSpec `ebpf:"xvs_progs_xdp"`
@@ -312,6 +322,8 @@ type ExpireMaps struct {
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
 	XvsEvents    *ebpf.Map `ebpf:"xvs_events"`
 	XvsExpBatch  *ebpf.Map `ebpf:"xvs_exp_batch"`
+	XvsFlowVoid  *ebpf.Map `ebpf:"xvs_flow_void"`
+	XvsFlows     *ebpf.Map `ebpf:"xvs_flows"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
 	XvsProgsTc   *ebpf.Map `ebpf:"xvs_progs_tc"`
 	XvsProgsXdp  *ebpf.Map `ebpf:"xvs_progs_xdp"`
@@ -339,6 +351,8 @@ func (m *ExpireMaps) Close() error {
 		m.XvsDests,
 		m.XvsEvents,
 		m.XvsExpBatch,
+		m.XvsFlowVoid,
+		m.XvsFlows,
 		m.XvsFrags,
 		m.XvsProgsTc,
 		m.XvsProgsXdp,

@@ -61,6 +61,12 @@ type InstallDest struct {
 	Addr     [16]uint8
 }
 
+type InstallFlow struct {
+	_   structs.HostLayout
+	Key InstallConnKey
+	C   InstallConn
+}
+
 type InstallFrag struct {
 	_    structs.HostLayout
 	Ckey InstallConnKey
@@ -175,6 +181,8 @@ const (
 	InstallMapXvsDestStats      = "xvs_dest_stats"
 	InstallMapXvsDests          = "xvs_dests"
 	InstallMapXvsEvents         = "xvs_events"
+	InstallMapXvsFlowVoid       = "xvs_flow_void"
+	InstallMapXvsFlows          = "xvs_flows"
 	InstallMapXvsFrags          = "xvs_frags"
 	InstallMapXvsInstBatch      = "xvs_inst_batch"
 	InstallMapXvsProgsTc        = "xvs_progs_tc"
@@ -251,6 +259,8 @@ type InstallMapSpecs struct {
 	XvsDestStats *ebpf.MapSpec `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.MapSpec `ebpf:"xvs_dests"`
 	XvsEvents    *ebpf.MapSpec `ebpf:"xvs_events"`
+	XvsFlowVoid  *ebpf.MapSpec `ebpf:"xvs_flow_void"`
+	XvsFlows     *ebpf.MapSpec `ebpf:"xvs_flows"`
 	XvsFrags     *ebpf.MapSpec `ebpf:"xvs_frags"`
 	XvsInstBatch *ebpf.MapSpec `ebpf:"xvs_inst_batch"`
 	XvsProgsTc   *ebpf.MapSpec `ebpf:"xvs_progs_tc"`
@@ -303,6 +313,8 @@ type InstallMaps struct {
 	XvsDestStats *ebpf.Map `ebpf:"xvs_dest_stats"`
 	XvsDests     *ebpf.Map `ebpf:"xvs_dests"`
 	XvsEvents    *ebpf.Map `ebpf:"xvs_events"`
+	XvsFlowVoid  *ebpf.Map `ebpf:"xvs_flow_void"`
+	XvsFlows     *ebpf.Map `ebpf:"xvs_flows"`
 	XvsFrags     *ebpf.Map `ebpf:"xvs_frags"`
 	XvsInstBatch *ebpf.Map `ebpf:"xvs_inst_batch"`
 	XvsProgsTc   *ebpf.Map `ebpf:"xvs_progs_tc"`
@@ -330,6 +342,8 @@ func (m *InstallMaps) Close() error {
 		m.XvsDestStats,
 		m.XvsDests,
 		m.XvsEvents,
+		m.XvsFlowVoid,
+		m.XvsFlows,
 		m.XvsFrags,
 		m.XvsInstBatch,
 		m.XvsProgsTc,

@@ -40,6 +40,7 @@
 #define CONN_W_STATE_SHIFT 16
 #define CONN_W_FLAGS_SHIFT 24
 #define CONN_STATE_TRIES 4
+#define FLOW_VOID_TRIES 4
 
 _Static_assert(__builtin_offsetof(struct conn, dport) == 0 &&
 	       __builtin_offsetof(struct conn, state) == 2 &&
@@ -56,6 +57,7 @@ struct hit {
 	int out;                 /* 0: client -> server, 1: server -> client */
 	int avail;               /* d has DEST_F_AVAILABLE */
 	int fresh;               /* c is in the new pair (xvs_conns_new) */
+	int cached;              /* c is a copy in the flow cache (lib/flow.h) */
 	__u64 now;               /* coarse clock, read by conn_stamp */
 };
 
@@ -355,6 +357,31 @@ static __always_inline int conn_exists(const struct conn_key *ckey)
 	       bpf_map_lookup_elem(&xvs_conns_new, ckey);
 }
 
+/* flow_void: voids every copy of the flow cache (lib/flow.h) made up to
+ * now, on every CPU: a conn was removed other than by expiry, or a newer
+ * conn took over an older one's server-side key. The precise clock (the
+ * daemon's install program may not read the coarse one) is up to a tick
+ * ahead of the copies' coarse stamps: copies made in the rest of the tick
+ * are void too. A compare-and-swap that only raises the
+ * time; after a few lost races a later time is there already. */
+static __always_inline void flow_void(void)
+{
+	__u64 now = bpf_ktime_get_ns(), old;
+	__u32 zero = 0;
+	__u64 *v = bpf_map_lookup_elem(&xvs_flow_void, &zero);
+	int i;
+
+	if (!v)
+		return;
+	for (i = 0; i < FLOW_VOID_TRIES; i++) {
+		old = *(volatile __u64 *)v;
+		if (old >= now)
+			return;
+		if (__sync_val_compare_and_swap(v, old, now) == old)
+			return;
+	}
+}
+
 /* conn_install: installs a new conn, value val (state, flags, last_seen
  * set), with client-side key ckey and server-side key skey (whose source
  * is xvs_dests[val->dest_id]'s address), into the new pair. The caller
@@ -418,8 +445,10 @@ static __always_inline int conn_install(const struct conn_key *ckey,
 	 * left that evicts the least recently used entry — an established
 	 * conn's server-side key, for a conn that may never be established. */
 	old = bpf_map_lookup_elem(&xvs_rconns, skey);
-	if (old)
+	if (old) {
 		*(volatile __u64 *)old = *(__u64 *)&rv;
+		flow_void(); /* a copy may answer for the older conn */
+	}
 	return INST_OK;
 }
 
@@ -516,11 +545,20 @@ static __always_inline void conn_stamp(struct hit *h)
  * the new conn included, count only while the real server is available
  * (IPVS does the same); CONN_F_NEW stays set until they do. A conn of the
  * new pair that this packet establishes moves to the main pair; h then
- * points there. */
+ * points there. A hit on a copy (h->cached) has only its statistics to
+ * count: it is no new conn, changes no state, and leaves last_seen to the
+ * next full lookup (lib/flow.h). */
 static __always_inline void conn_account(struct pkt *p, struct hit *h)
 {
-	int new = h->avail ? conn_claim_new(h->c) : 0;
+	int new;
 
+	if (h->cached) {
+		if (h->avail)
+			stats_add(h->c->svc_id, h->c->dest_id, h->out,
+				  p->ip_len, 0);
+		return;
+	}
+	new = h->avail ? conn_claim_new(h->c) : 0;
 	if (p->key.proto == IPPROTO_TCP)
 		conn_state(h, p->tcp_flags);
 	conn_stamp(h);

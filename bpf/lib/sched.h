@@ -232,7 +232,8 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
  * out of its real server as expiry removes it (a copy first: a deleted
  * entry may be reused at once). Returns 0 when the daemon is to decide
  * instead: no ring, or the conn changed meanwhile (another state, or
- * promoted to the main pair). */
+ * promoted to the main pair). A removal voids the flow cache: the conn
+ * was established within the cache's lifetime, maybe, on another CPU. */
 static __always_inline int sched_reuse(struct pkt *p, struct hit *h)
 {
 	__u32 svc_id = h->c->svc_id;
@@ -250,8 +251,10 @@ static __always_inline int sched_reuse(struct pkt *p, struct hit *h)
 		o = expire_main(&p->key, &v);
 	if (o == OUTCOME_MOVED)
 		return 0;
-	if (o == OUTCOME_REMOVED)
+	if (o == OUTCOME_REMOVED) {
 		event_count(EVENT_SCHED_REUSED);
+		flow_void(); /* its copies were made while it was open */
+	}
 	return 1;
 }
 

@@ -1,0 +1,296 @@
+package bpf
+
+import (
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"xvs/testutil"
+)
+
+// flowTTL is XVS_FLOW_TTL_NS: how long a flow cache copy answers.
+const flowTTL = 100 * time.Millisecond
+
+// flowOut is XVS_FLOW_OUT, the mark of a server-side copy in c.pad.
+const flowOut = 0x10000
+
+// pinCPU keeps the thread that runs e's programs on one CPU until t ends:
+// the flow cache is per CPU, and a test that expects a copy to answer
+// must run the packet where the copy was made.
+func (e *env) pinCPU(t *testing.T) {
+	t.Helper()
+	var old unix.CPUSet
+	if err := e.ns.do(func() error { return unix.SchedGetaffinity(0, &old) }); err != nil {
+		t.Fatal(err)
+	}
+	cpu := -1
+	for i := range len(old) * bits.UintSize {
+		if old.IsSet(i) {
+			cpu = i
+			break
+		}
+	}
+	if cpu < 0 {
+		t.Fatal("no CPU in the affinity mask")
+	}
+	var one unix.CPUSet
+	one.Set(cpu)
+	if err := e.ns.do(func() error { return unix.SchedSetaffinity(0, &one) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.ns.do(func() error { return unix.SchedSetaffinity(0, &old) }); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// flowCopies returns the flow cache entries (any CPU) that answer tuple k,
+// read from the mapped array: fast enough not to outlast a copy.
+func (e *env) flowCopies(t *testing.T, k XvsConnKey) []XvsFlow {
+	t.Helper()
+	n := int(e.objs.XvsFlows.MaxEntries())
+	size := n * int(unsafe.Sizeof(XvsFlow{}))
+	page := unix.Getpagesize()
+	mem, err := unix.Mmap(e.objs.XvsFlows.FD(), 0, (size+page-1)/page*page, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap xvs_flows: %v", err)
+	}
+	defer unix.Munmap(mem)
+	var out []XvsFlow
+	for _, f := range unsafe.Slice((*XvsFlow)(unsafe.Pointer(&mem[0])), n) {
+		if f.Key == k {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// flowVoid reads xvs_flow_void.
+func (e *env) flowVoid(t *testing.T) uint64 {
+	t.Helper()
+	var v uint64
+	if err := e.objs.XvsFlowVoid.Lookup(uint32(0), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// flowConn is an established conn of TestFlowCache and the frames of its
+// two directions.
+type flowConn struct {
+	cli, vip, rs netip.AddrPort
+	proto        uint8
+	k, rk        XvsConnKey
+	dest         uint32
+}
+
+// in is a client -> VIP frame with TCP flags; toRS is what the datapath
+// makes of it for real server port port.
+func (c flowConn) in(flags uint8) testutil.Frame {
+	return frame(c.cli, c.vip, c.proto, flags, macCli, macExt)
+}
+
+func (c flowConn) toRS(flags uint8, port uint16) []byte {
+	w := c.in(flags)
+	w.Dst, w.DstPort, w.TTL, w.DstMAC, w.SrcMAC = c.rs.Addr(), port, 63, macRS, macInt
+	return w.Bytes()
+}
+
+// out is a real server -> client frame; toCli what the datapath makes of
+// it.
+func (c flowConn) out(flags uint8) testutil.Frame {
+	return frame(c.rs, c.cli, c.proto, flags, macRS, macInt)
+}
+
+func (c flowConn) toCli(flags uint8) []byte {
+	w := c.out(flags)
+	w.Src, w.SrcPort, w.TTL, w.SrcMAC, w.DstMAC = c.vip.Addr(), c.vip.Port(), 63, macExt, macCli
+	return w.Bytes()
+}
+
+// dataFlags are the TCP flags of a segment a copy may answer (0 for UDP).
+func (c flowConn) dataFlags() uint8 {
+	if c.proto == testutil.ProtoTCP {
+		return testutil.TCPAck | testutil.TCPPsh
+	}
+	return 0
+}
+
+// establish installs a conn as the daemon does and runs its first packets
+// through en: a TCP handshake and one reply segment, or a UDP datagram
+// each way and one more from the client. No copy is made while the conn
+// is in the new pair; after that each direction has one, of the conn as
+// it is, stamped with its last_seen.
+func (e *env) establish(t *testing.T, en entry, c *flowConn, svc uint32) {
+	t.Helper()
+	c.k = e.addConn(c.cli, c.vip, c.rs, c.proto, svc, c.dest)
+	c.rk = rconnKey(c.cli, c.rs, c.proto)
+	type step struct {
+		out   bool
+		flags uint8
+	}
+	steps := []step{{false, 0}, {true, 0}, {false, 0}}
+	if c.proto == testutil.ProtoTCP {
+		steps = []step{{false, testutil.TCPSyn}, {true, testutil.TCPSyn | testutil.TCPAck},
+			{false, testutil.TCPAck}, {true, testutil.TCPAck | testutil.TCPPsh}}
+	}
+	for i, s := range steps {
+		if s.out {
+			e.sendOK(t, en, c.out(s.flags), e.intl.index, c.toCli(s.flags))
+		} else {
+			e.sendOK(t, en, c.in(s.flags), e.ext.index, c.toRS(s.flags, c.rs.Port()))
+		}
+		if i == 0 {
+			if got := e.flowCopies(t, c.k); len(got) != 0 {
+				t.Fatalf("a conn of the new pair has copies: %+v", got)
+			}
+		}
+	}
+	if at := e.pairOf(t, c.k, c.rk); at != atMain {
+		t.Fatalf("conn in pair %s, want main", at)
+	}
+	cn := e.conn(c.k)
+	for _, w := range []struct {
+		key XvsConnKey
+		pad uint32
+	}{{c.k, 0}, {c.rk, flowOut | uint32(be16(c.vip.Port()))}} {
+		got := e.flowCopies(t, w.key)
+		if len(got) != 1 {
+			t.Fatalf("%d copies of %+v, want 1", len(got), w.key)
+		}
+		f := got[0]
+		want := cn
+		want.Pad = w.pad
+		if f.C.LastSeen < cn.LastSeen-uint64(flowTTL) || f.C.LastSeen > cn.LastSeen {
+			t.Errorf("copy stamped %d, conn last seen %d", f.C.LastSeen, cn.LastSeen)
+		}
+		want.LastSeen = f.C.LastSeen
+		if f.C != want {
+			t.Errorf("copy %+v, want %+v", f.C, want)
+		}
+	}
+}
+
+// setDport rewrites the conn's real server port in the main pair without
+// voiding the copies, as nothing in xvs does: a packet that still goes
+// out to the old port was answered by a copy.
+func (e *env) setDport(t *testing.T, c flowConn, port uint16) {
+	t.Helper()
+	cn := e.conn(c.k)
+	cn.Dport = be16(port)
+	if err := e.objs.XvsConns.Put(c.k, cn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFlowCache: the flow cache (lib/flow.h) answers an established
+// conn's packets in both directions with the rewrite its conn gives,
+// counts them as a lookup does, and leaves last_seen alone; it does not
+// answer for what may change the conn (SYN, FIN, RST, a fragment), for a
+// real server no longer available, after XVS_FLOW_TTL_NS, or after a
+// void.
+func TestFlowCache(t *testing.T) {
+	e := newEnv(t)
+	e.pinCPU(t)
+	const svc = 110
+	dest := uint32(120)
+	avail := XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)}
+	n := 0
+	newConn := func(t *testing.T, en entry, fa famAddrs, proto uint8) flowConn {
+		n++
+		dest++
+		e.putDest(dest, avail)
+		c := flowConn{cli: ap(fa.cli, uint16(41000+n)), vip: ap(fa.vip, vport), rs: ap(fa.rs, rport),
+			proto: proto, dest: dest}
+		e.establish(t, en, &c, svc)
+		return c
+	}
+	for _, en := range entries {
+		for _, fa := range families {
+			for _, pr := range protos {
+				name := fmt.Sprintf("%s/%s/%s", en.name, fa.name, pr.name)
+				t.Run(name+"/answers", func(t *testing.T) {
+					e := e.with(t)
+					c := newConn(t, en, fa, pr.proto)
+					fl := c.dataFlags()
+					before, stats := e.conn(c.k).LastSeen, e.stats(e.objs.XvsDestStats, c.dest)
+					e.setDport(t, c, rport+1)
+					// the server-side key gone too: only the copy knows the conn
+					if err := e.objs.XvsRconns.Delete(c.rk); err != nil {
+						t.Fatal(err)
+					}
+					e.sendOK(t, en, c.in(fl), e.ext.index, c.toRS(fl, rport))
+					e.sendOK(t, en, c.out(fl), e.intl.index, c.toCli(fl))
+					if got := e.conn(c.k).LastSeen; got != before {
+						t.Errorf("last_seen %d -> %d on a copy's answer", before, got)
+					}
+					// bytes: the IP length, the frame less its Ethernet header
+					inLen, outLen := uint64(len(c.in(fl).Bytes())-14), uint64(len(c.out(fl).Bytes())-14)
+					want := stats
+					want.Inpkts, want.Outpkts = stats.Inpkts+1, stats.Outpkts+1
+					want.Inbytes, want.Outbytes = stats.Inbytes+inLen, stats.Outbytes+outLen
+					if got := e.stats(e.objs.XvsDestStats, c.dest); got != want {
+						t.Errorf("dest stats %+v, want %+v", got, want)
+					}
+					// voided: the conn as it is now, and no reply
+					e.voidFlows()
+					e.sendOK(t, en, c.in(fl), e.ext.index, c.toRS(fl, rport+1))
+					if got, _, err := e.run(en, c.out(fl).Bytes(), e.intl.index); err != nil || got == en.code(vRedirect) {
+						t.Errorf("reply of a conn without its server-side key after the void: verdict %d, %v", got, err)
+					}
+				})
+				t.Run(name+"/lapses", func(t *testing.T) {
+					e := e.with(t)
+					c := newConn(t, en, fa, pr.proto)
+					fl := c.dataFlags()
+					e.setDport(t, c, rport+1)
+					time.Sleep(flowTTL + 10*time.Millisecond)
+					lo := monoCoarse(t)
+					e.sendOK(t, en, c.in(fl), e.ext.index, c.toRS(fl, rport+1))
+					if got, hi := e.conn(c.k).LastSeen, monoNow(t); got < lo || got > hi {
+						t.Errorf("last_seen %d not in [%d, %d] after a full lookup", got, lo, hi)
+					}
+				})
+				t.Run(name+"/real server gone", func(t *testing.T) {
+					e := e.with(t)
+					c := newConn(t, en, fa, pr.proto)
+					fl := c.dataFlags()
+					e.putDest(c.dest, XvsDest{})
+					e.resetReasons()
+					got, _, err := e.run(en, c.in(fl).Bytes(), e.ext.index)
+					if err != nil || got != en.code(vDrop) || e.reasons()[XvsReasonREASON_DROP_NO_DEST] != 1 {
+						t.Errorf("verdict %d, %v, reasons %v; want a drop for no real server", got, err, e.reasons())
+					}
+					// replies of such a conn still go out, as IPVS's do
+					e.sendOK(t, en, c.out(fl), e.intl.index, c.toCli(fl))
+				})
+			}
+			for _, seg := range []struct {
+				name  string
+				flags uint8
+				state XvsTcpState
+			}{
+				{"fin", testutil.TCPFin | testutil.TCPAck, XvsTcpStateSTATE_CLOSE_WAIT},
+				{"rst", testutil.TCPRst, XvsTcpStateSTATE_CLOSE},
+				{"syn", testutil.TCPSyn, XvsTcpStateSTATE_ESTABLISHED},
+				{"no ack", testutil.TCPPsh, XvsTcpStateSTATE_CLOSE},
+			} {
+				t.Run(fmt.Sprintf("%s/%s/tcp/%s", en.name, fa.name, seg.name), func(t *testing.T) {
+					e := e.with(t)
+					c := newConn(t, en, fa, testutil.ProtoTCP)
+					e.setDport(t, c, rport+1)
+					e.sendOK(t, en, c.in(seg.flags), e.ext.index, c.toRS(seg.flags, rport+1))
+					if got := e.conn(c.k).State; got != uint8(seg.state) {
+						t.Errorf("state %s, want %s", stateNames[got], stateNames[seg.state])
+					}
+				})
+			}
+		}
+	}
+}

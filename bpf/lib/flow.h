@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * flow.h: the flow cache (struct flow and its rules in xvs.h): a copy of
+ * an established conn per CPU, found by the packet's tuple before the
+ * conn tables, copied again by the next full lookup once it is
+ * XVS_FLOW_TTL_NS old.
+ *
+ * A hit on a copy (h->cached) runs the rest of the hit path unchanged
+ * with h->c pointing at the copy; conn_account then only counts the
+ * statistics. A full hit that qualifies is copied after conn_account
+ * (flow_keep). Entries are per CPU, so nothing here is shared but
+ * xvs_flow_void, which is written only when a conn is removed or shadowed
+ * (flow_void, lib/conn.h).
+ */
+#ifndef XVS_FLOW_H
+#define XVS_FLOW_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "../maps.h"
+#include "conn.h"
+#include "parse.h"
+#include "state.h"
+
+#define FLOW_HASH_MUL 0x9e3779b97f4a7c15ULL
+
+_Static_assert(sizeof(struct flow) == 64, "a flow is one cache line");
+_Static_assert((XVS_FLOWS & (XVS_FLOWS - 1)) == 0, "XVS_FLOWS is a power of two");
+
+/* flow_index: the entry of tuple k in this CPU's part of xvs_flows. A
+ * multiplicative hash of the key's five words: collisions cost a full
+ * lookup, never a wrong answer (the entry holds the whole key). */
+static __always_inline __u32 flow_index(const struct conn_key *k)
+{
+	const __u64 *w = (const __u64 *)k;
+	__u64 x = w[0];
+
+	x = (x ^ w[1]) * FLOW_HASH_MUL;
+	x = (x ^ w[2]) * FLOW_HASH_MUL;
+	x = (x ^ w[3]) * FLOW_HASH_MUL;
+	x = (x ^ w[4]) * FLOW_HASH_MUL;
+	return bpf_get_smp_processor_id() * XVS_FLOWS +
+	       (__u32)(x >> 40) % XVS_FLOWS;
+}
+
+/* flow_segment: whether packet p may be answered from a copy: not a
+ * fragment, and for TCP a segment with ACK and no SYN, FIN or RST. */
+static __always_inline int flow_segment(const struct pkt *p)
+{
+	if (p->frag)
+		return 0;
+	return p->key.proto != IPPROTO_TCP ||
+	       (p->tcp_flags & (XVS_TCP_SYN | XVS_TCP_FIN | XVS_TCP_RST |
+				XVS_TCP_ACK)) == XVS_TCP_ACK;
+}
+
+/* flow_live: whether entry f, copied at f->c.last_seen, may answer at
+ * now: younger than XVS_FLOW_TTL_NS and after the last void. */
+static __always_inline int flow_live(const struct flow *f, __u64 now)
+{
+	__u32 zero = 0;
+	__u64 *void_ns = bpf_map_lookup_elem(&xvs_flow_void, &zero);
+	__u64 at = f->c.last_seen;
+
+	return void_ns && now - at < XVS_FLOW_TTL_NS &&
+	       at > *(volatile __u64 *)void_ns;
+}
+
+/* flow_ckey: h->ckey for a server-side copy: the client-side key rebuilt
+ * in xvs_rckey as conn_find_in does. Returns 1, or 0 if it cannot be. */
+static __always_inline int flow_ckey(struct pkt *p, struct hit *h,
+				     const struct flow *f)
+{
+	struct rconn rc = {};
+	struct conn_key *ckey;
+	struct svc_key *vip;
+	__u32 zero = 0, id = f->c.svc_id;
+
+	vip = bpf_map_lookup_elem(&xvs_vips, &id);
+	if (!vip)
+		return 0;
+	ckey = bpf_map_lookup_elem(&xvs_rckey, &zero);
+	if (!ckey)
+		return 0;
+	rc.svc_id = id;
+	rc.vport = (__be16)f->c.pad;
+	conn_ckey(ckey, &p->key, vip, &rc);
+	h->ckey = ckey;
+	return 1;
+}
+
+/* flow_find: the packet's copy, if it has a live one. Returns 1 with h
+ * set as conn_find sets it, h->cached, and h->now read, or 0. */
+static __always_inline int flow_find(struct pkt *p, struct hit *h)
+{
+	struct flow *f;
+	__u32 i;
+	__u64 now;
+
+	if (!flow_segment(p))
+		return 0;
+	i = flow_index(&p->key);
+	f = bpf_map_lookup_elem(&xvs_flows, &i);
+	if (!f || !conn_key_eq(&f->key, &p->key))
+		return 0;
+	now = bpf_ktime_get_coarse_ns();
+	if (!flow_live(f, now))
+		return 0;
+	h->out = (f->c.pad & XVS_FLOW_OUT) != 0;
+	if (h->out) {
+		if (!flow_ckey(p, h, f))
+			return 0;
+	} else {
+		h->ckey = &p->key;
+	}
+	h->c = &f->c;
+	h->fresh = 0;
+	h->cached = 1;
+	h->now = now;
+	return 1;
+}
+
+/* flow_keep: copies the conn of a full hit that conn_account has just
+ * counted into the packet's entry, if the copy may stand in for it (see
+ * xvs.h) and the entry is free: empty, the same tuple's, or no longer
+ * live (a live entry of another tuple keeps its place, so that two
+ * colliding flows do not evict each other on every packet). */
+static __always_inline void flow_keep(struct pkt *p, struct hit *h)
+{
+	struct flow *f;
+	__u32 i;
+
+	if (h->cached || h->fresh || !h->avail || !flow_segment(p))
+		return;
+	if (p->key.proto == IPPROTO_TCP &&
+	    *(volatile __u8 *)&h->c->state != STATE_ESTABLISHED)
+		return;
+	i = flow_index(&p->key);
+	f = bpf_map_lookup_elem(&xvs_flows, &i);
+	if (!f)
+		return;
+	if (!conn_key_eq(&f->key, &p->key) && flow_live(f, h->now))
+		return;
+	__builtin_memcpy(&f->key, &p->key, sizeof(f->key));
+	__builtin_memcpy(&f->c, h->c, sizeof(f->c));
+	f->c.last_seen = h->now;
+	f->c.pad = h->out ? XVS_FLOW_OUT | h->ckey->dport : 0;
+}
+
+#endif /* XVS_FLOW_H */
