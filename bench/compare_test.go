@@ -31,6 +31,8 @@ var (
 	genPPS      = flag.Uint64("gen-pps", DefaultConfig().GenPPS, "established and flood runs: pace the generator to this many frames/s, above what the fastest balancer forwards (0: as fast as it goes)")
 	workers     = flag.Int("workers", 8, "concurrent clients of the new-connection rate")
 	metrics     = flag.String("metrics", "", "comma-separated measurements: conn,iperf,udp,flood,newflow (default all)")
+	xvsConnMax  = flag.Uint("xvs-conn-max", 0, "xvsd's --conn-max (0: its default)")
+	udpWait     = flag.Duration("udp-wait", 0, "pause before the established runs, after the connection runs (135s: their conns expire first)")
 )
 
 // TestCompare is `make bench`: every balancer in turn on one topology,
@@ -47,6 +49,7 @@ func TestCompare(t *testing.T) {
 	cfg.FloodPinXvsd = *floodPin
 	cfg.FloodBudget = *floodBudget
 	cfg.GenPPS = *genPPS
+	cfg.XvsConnMax, cfg.UDPWait = uint32(*xvsConnMax), *udpWait
 	if *metrics != "" {
 		cfg.Metrics = strings.Split(*metrics, ",")
 	}

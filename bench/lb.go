@@ -197,6 +197,7 @@ type XVS struct {
 	Mode    string // "xdp" or "tc"
 	Bin     string // directory holding xvsd and xvsadm
 	WorkDir string // parent of its socket, bpffs and log ("": temp dir)
+	ConnMax uint32 // --conn-max (0: xvsd's default)
 
 	tp    *Topo
 	dir   string
@@ -246,19 +247,18 @@ func (x *XVS) Start(ctx context.Context, tp *Topo) error {
 	if err != nil {
 		return errors.Join(err, x.Stop())
 	}
-	x.cmd = tp.Dir.Exec(context.Background(), filepath.Join(x.Bin, "xvsd"),
-		"--iface", extIf, "--iface", intIf, "--mode", x.Mode, "--socket", x.sock,
+	args := []string{"--iface", extIf, "--iface", intIf, "--mode", x.Mode, "--socket", x.sock,
 		"--bpffs", x.bpffs, "--tap", x.tap, "--state", x.state, "--metrics", xvsMetrics,
 		// Room for the new-flow runs' half-open UDP conns while the
 		// 1 s UDP timeout expires them.
-		"--half-open-max", "1048576",
-		// The main pair sized for this load, as the README tells
-		// operators to: the connection runs leave some 100,000 conns
-		// (TIME_WAIT, 120 s), the UDP runs a few thousand. In a table
-		// of the default 1M, once those conns had expired, the
-		// established flows' entries were spread over so many pages
-		// that XDP forwarded half as much (BENCHMARKS.md, session 6).
-		"--conn-max", "262144")
+		"--half-open-max", "1048576"}
+	// The main pair is xvsd's default (1M) unless asked: since the flow
+	// cache, a big table that has churned no longer halves XDP's
+	// established rate (BENCHMARKS.md, sessions 6 and 7).
+	if x.ConnMax != 0 {
+		args = append(args, "--conn-max", strconv.FormatUint(uint64(x.ConnMax), 10))
+	}
+	x.cmd = tp.Dir.Exec(context.Background(), filepath.Join(x.Bin, "xvsd"), args...)
 	x.cmd.Stdout, x.cmd.Stderr = x.log, x.log
 	if err := x.cmd.Start(); err != nil {
 		return errors.Join(fmt.Errorf("start xvsd: %w", err), x.Stop())

@@ -41,6 +41,13 @@ type Config struct {
 	// drains it, by an amount that changed 2x from one xvsd start to the
 	// next (BENCHMARKS.md, session 6).
 	GenPPS uint64
+	// XvsConnMax is xvsd's --conn-max (0: its default, 1M).
+	XvsConnMax uint32
+	// UDPWait is a pause before the established runs, after the
+	// connection runs: long enough (135 s) and their TIME_WAIT conns
+	// expire first, which leaves the established flows' conns spread
+	// over a churned table (BENCHMARKS.md, session 7).
+	UDPWait time.Duration
 }
 
 // want reports whether measurement m is configured.
@@ -231,7 +238,7 @@ func newBalancer(name string, cfg Config) (Balancer, bool) {
 		if name == "xvs-tc" {
 			mode = "tc"
 		}
-		return &XVS{Mode: mode, Bin: cfg.Bin, WorkDir: cfg.WorkDir}, true
+		return &XVS{Mode: mode, Bin: cfg.Bin, WorkDir: cfg.WorkDir, ConnMax: cfg.XvsConnMax}, true
 	}
 	return nil, false
 }
@@ -378,6 +385,14 @@ func runUDP(ctx context.Context, t testing.TB, cfg Config, tp *Topo, lb Balancer
 		}
 	}()
 	env := &udpEnv{tp: tp, lb: lb, sink: sink, pps: cfg.GenPPS}
+	if cfg.UDPWait > 0 && name != "ref" { // the ref has no connection runs
+		t.Logf("%s: waiting %v before the established runs", name, cfg.UDPWait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cfg.UDPWait):
+		}
+	}
 	if cfg.want("udp") {
 		runEstablished(ctx, t, cfg, env, genCPU, res, fail)
 	}
