@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"testing"
@@ -214,4 +215,83 @@ func BenchmarkXDPFloodDrop(b *testing.B) {
 	}
 	b.ReportMetric(drop, "ns/op")
 	b.ReportMetric(e.coldRuns(b, pass, frames, 2), "cold-pass-ns/op") // XDP_PASS
+}
+
+// churnedHitFlows is how many established flows BenchmarkXDPChurnedHit
+// cycles through: make bench's established runs use 4096.
+const churnedHitFlows = 4096
+
+// BenchmarkXDPChurnedHit: packets of churnedHitFlows established UDP
+// flows, round robin, one run per syscall, in a main pair of 1M that has
+// churned: filled and emptied once before the flows' conns were
+// installed, so that their entries come from a free list in the order of
+// the earlier frees, spread over the whole table, as after a burst of
+// connections expired. Reported with the flow cache answering (ns/op)
+// and with every copy void (full-ns/op, xvs_flow_void set in the far
+// future: each packet looks its conn up). Also fresh-full-ns/op: the
+// same flows looked up in a table that never churned.
+func BenchmarkXDPChurnedHit(b *testing.B) {
+	const size = 1 << 20
+	e := newEnvSized(b, map[string]uint32{"xvs_conns": size, "xvs_rconns": size})
+	setupConns(e)
+	frames := newFlowFrames(churnedHitFlows)
+	rounds := max(b.N/churnedHitFlows, 2)
+	install := func() {
+		b.Helper()
+		keys := make([]XvsConnKey, churnedHitFlows)
+		vals := make([]XvsConn, churnedHitFlows)
+		for i := range keys {
+			cli := ap(netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/60000), 2}), uint16(2000+i%60000))
+			keys[i] = connKey(cli, ap(vip4, vport), testutil.ProtoUDP)
+			vals[i] = XvsConn{Dport: be16(rport), SvcId: svcUDPID, DestId: destRS, LastSeen: monoNow(b)}
+		}
+		if _, err := e.objs.XvsConns.BatchUpdate(keys, vals, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	run := func(void uint64) float64 {
+		b.Helper()
+		if err := e.objs.XvsFlowVoid.Put(uint32(0), void); err != nil {
+			b.Fatal(err)
+		}
+		var sum float64
+		for range rounds {
+			sum += e.coldRuns(b, e.objs.XvsXdp, frames, 4) // XDP_REDIRECT
+		}
+		return sum / float64(rounds)
+	}
+	install()
+	fresh := run(^uint64(0))
+	// Churn: fill the table with other keys, then empty it.
+	if _, err := e.objs.XvsConns.BatchDelete(func() []XvsConnKey {
+		ks := make([]XvsConnKey, churnedHitFlows)
+		for i := range ks {
+			cli := ap(netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/60000), 2}), uint16(2000+i%60000))
+			ks[i] = connKey(cli, ap(vip4, vport), testutil.ProtoUDP)
+		}
+		return ks
+	}(), nil); err != nil {
+		b.Fatal(err)
+	}
+	other := make([]XvsConnKey, size-churnedHitFlows)
+	vals := make([]XvsConn, len(other))
+	for i := range other {
+		other[i] = XvsConnKey{Saddr: [16]uint8{192, 0, byte(i >> 16), byte(i >> 8)}, Daddr: addr16(vip4),
+			Sport: uint16(i), Dport: be16(vport), Proto: testutil.ProtoUDP, Family: family(vip4)}
+	}
+	if _, err := e.objs.XvsConns.BatchUpdate(other, vals, nil); err != nil {
+		b.Fatal(err)
+	}
+	rand.Shuffle(len(other), func(i, j int) { other[i], other[j] = other[j], other[i] })
+	if _, err := e.objs.XvsConns.BatchDelete(other, nil); err != nil {
+		b.Fatal(err)
+	}
+	install()
+	b.ResetTimer()
+	cached := run(0)
+	b.StopTimer()
+	full := run(^uint64(0))
+	b.ReportMetric(cached, "ns/op")
+	b.ReportMetric(full, "full-ns/op")
+	b.ReportMetric(fresh, "fresh-full-ns/op")
 }

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"net/netip"
@@ -8,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"xvs/testutil"
@@ -124,9 +126,8 @@ func (c flowConn) dataFlags() uint8 {
 
 // establish installs a conn as the daemon does and runs its first packets
 // through en: a TCP handshake and one reply segment, or a UDP datagram
-// each way and one more from the client. No copy is made while the conn
-// is in the new pair; after that each direction has one, of the conn as
-// it is, stamped with its last_seen.
+// each way and one more from the client. After that each direction has
+// one copy, of the conn as it is, stamped with its last_seen.
 func (e *env) establish(t *testing.T, en entry, c *flowConn, svc uint32) {
 	t.Helper()
 	c.k = e.addConn(c.cli, c.vip, c.rs, c.proto, svc, c.dest)
@@ -147,8 +148,14 @@ func (e *env) establish(t *testing.T, en entry, c *flowConn, svc uint32) {
 			e.sendOK(t, en, c.in(s.flags), e.ext.index, c.toRS(s.flags, c.rs.Port()))
 		}
 		if i == 0 {
-			if got := e.flowCopies(t, c.k); len(got) != 0 {
-				t.Fatalf("a conn of the new pair has copies: %+v", got)
+			// A UDP conn is copied in the new pair (its real server
+			// may never answer), a TCP one once established.
+			want := 0
+			if c.proto == testutil.ProtoUDP {
+				want = 1
+			}
+			if got := e.flowCopies(t, c.k); len(got) != want {
+				t.Fatalf("after the first packet: %d copies, want %d", len(got), want)
 			}
 		}
 	}
@@ -291,6 +298,102 @@ func TestFlowCache(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// flowSet mirrors lib/flow.h flow_set: the first entry of k's set on cpu.
+func flowSet(k XvsConnKey, cpu int) uint32 {
+	const mul = 0x9e3779b97f4a7c15
+	b := (*[40]byte)(unsafe.Pointer(&k))
+	w := func(i int) uint64 { return binary.LittleEndian.Uint64(b[8*i:]) }
+	x := w(0)
+	for i := 1; i < 5; i++ {
+		x = (x ^ w(i)) * mul
+	}
+	return uint32(cpu*FlowsPerCPU) + (uint32(x>>40)%(FlowsPerCPU/2))*2
+}
+
+// TestFlowCacheSets: a set holds two flows; a third flow of the same set
+// finds no room while both are live and is forwarded by full lookups,
+// correctly; once they have lapsed it takes one of their places.
+func TestFlowCacheSets(t *testing.T) {
+	if unsafe.Sizeof(XvsFlow{}) != 64 {
+		t.Fatalf("struct flow is %d bytes, want one cache line", unsafe.Sizeof(XvsFlow{}))
+	}
+	e := newEnv(t)
+	e.pinCPU(t)
+	const svc, dest = 130, 131
+	e.putDest(dest, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
+	vip, rs := ap(vip4, vport), ap(rs4, rport)
+	// Three clients whose tuples share a set (on every CPU alike).
+	var clis []netip.AddrPort
+	var set uint32
+	for p := uint16(1024); len(clis) < 3; p++ {
+		cli := ap(cli4, p)
+		s := flowSet(connKey(cli, vip, testutil.ProtoUDP), 0)
+		if len(clis) == 0 {
+			set = s
+		}
+		if s == set {
+			clis = append(clis, cli)
+		}
+	}
+	var conns []flowConn
+	for _, cli := range clis {
+		c := flowConn{cli: cli, vip: vip, rs: rs, proto: testutil.ProtoUDP, dest: dest}
+		c.k = e.addConn(cli, vip, rs, testutil.ProtoUDP, svc, dest)
+		conns = append(conns, c)
+	}
+	en := entries[0]
+	send := func(c flowConn) {
+		t.Helper()
+		e.sendOK(t, en, c.in(0), e.ext.index, c.toRS(0, rport))
+	}
+	copies := func() []int {
+		var n []int
+		for _, c := range conns {
+			n = append(n, len(e.flowCopies(t, c.k)))
+		}
+		return n
+	}
+	for _, c := range conns {
+		send(c)
+	}
+	if got := copies(); fmt.Sprint(got) != "[1 1 0]" {
+		t.Fatalf("copies per flow %v, want [1 1 0]: two ways, live ones kept", got)
+	}
+	send(conns[2]) // full lookup again, still no room
+	if got := copies(); fmt.Sprint(got) != "[1 1 0]" {
+		t.Fatalf("copies per flow %v after the third flow's second packet, want [1 1 0]", got)
+	}
+	time.Sleep(flowTTL + 10*time.Millisecond)
+	send(conns[2])
+	if got := copies(); got[2] != 1 || got[0]+got[1] != 1 {
+		t.Fatalf("copies per flow %v after the copies lapsed, want the third flow in one way", got)
+	}
+}
+
+// TestSizeFlows: FlowsPerCPU is the compiled XVS_FLOWS, and SizeFlows
+// gives every possible CPU its part, however often it is called.
+func TestSizeFlows(t *testing.T) {
+	spec, err := LoadXvs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := spec.Maps[XvsMapXvsFlows].MaxEntries; got != FlowsPerCPU {
+		t.Fatalf("xvs_flows compiled with %d entries, FlowsPerCPU is %d", got, FlowsPerCPU)
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := SizeFlows(spec); err != nil {
+			t.Fatal(err)
+		}
+		if got := spec.Maps[XvsMapXvsFlows].MaxEntries; got != uint32(FlowsPerCPU*ncpu) {
+			t.Fatalf("xvs_flows sized %d, want %d for %d CPUs", got, FlowsPerCPU*ncpu, ncpu)
 		}
 	}
 }

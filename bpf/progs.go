@@ -25,7 +25,7 @@ func FillProgs(objs *XvsObjects) error {
 
 // FlowsPerCPU is XVS_FLOWS: the entries of the flow cache (xvs_flows) each
 // CPU owns, as compiled into the spec.
-const FlowsPerCPU = 8192
+const FlowsPerCPU = 16384
 
 // SizeFlows gives the flow cache of spec XVS_FLOWS entries for each
 // possible CPU (lib/flow.h indexes it by CPU first). Unsized, only CPU 0

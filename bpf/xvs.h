@@ -247,25 +247,29 @@ struct route {
 /*
  * The flow cache: xvs_flows, an array of XVS_FLOWS entries per CPU (the
  * loader sizes it for the possible CPUs; CPU n owns entries n * XVS_FLOWS
- * on), direct-mapped by a hash of the packet's tuple, written by the
- * datapath only (lib/flow.h). An entry is one cache line: the tuple it
- * answers and a copy of its conn. A hit in a big table costs a bucket and
- * an element spread over hundreds of megabytes (a TLB miss each on a
- * table that has churned); an established flow's packets find their copy
- * here instead, in a few hundred kilobytes per CPU.
+ * on), two-way set-associative by a hash of the packet's tuple, written
+ * by the datapath only (lib/flow.h). An entry is one cache line: the
+ * tuple it answers and a copy of its conn; a set is two adjacent lines.
+ * A hit in a big table costs a bucket and an element spread over hundreds
+ * of megabytes (a TLB miss each on a table that has churned); an
+ * established flow's packets find their copy here instead, in a megabyte
+ * per CPU.
  *
  * What a copy may stand in for: a UDP conn, or a TCP conn in ESTABLISHED
  * for a segment with ACK and none of SYN, FIN, RST (which changes no state
- * reachable from ESTABLISHED, in either direction), of a conn in the main
- * pair whose real server was available, for XVS_FLOW_TTL_NS after it was
- * copied and only if no conn was removed other than by expiry since
- * (xvs_flow_void). Expiry needs no voiding: it removes a conn idle for its
- * timeout (>= 1 s), whose copies are older than XVS_FLOW_TTL_NS. A hit on
- * a copy counts the same statistics and still checks its real server's
- * availability, TTL and MTU; it does not stamp last_seen, so the conn's
- * stamp lags by up to XVS_FLOW_TTL_NS, the next full lookup's refresh.
+ * reachable from ESTABLISHED, in either direction), whose real server was
+ * available, for XVS_FLOW_TTL_NS after it was copied and only if no conn
+ * was removed since other than by expiry (xvs_flow_void). TCP copies are
+ * of the main pair only; a UDP conn is copied in the new pair too (one
+ * the real server never answers stays there). Expiry needs no voiding: it
+ * removes a conn idle for its timeout (>= 1 s), whose copies are older
+ * than XVS_FLOW_TTL_NS. A hit on a copy counts the same statistics and
+ * still checks its real server's availability, TTL and MTU; it does not
+ * stamp last_seen, so the conn's stamp lags by up to XVS_FLOW_TTL_NS, the
+ * next full lookup's refresh. A copy is never newer than its conn's
+ * last_seen (the full lookup that makes it stamps the same time).
  */
-#define XVS_FLOWS 8192                    /* per CPU, a power of two */
+#define XVS_FLOWS 16384                   /* per CPU, a power of two */
 #define XVS_FLOW_TTL_NS 100000000ULL      /* 100 ms */
 #define XVS_FLOW_OUT 0x10000U             /* struct flow c.pad: server-side tuple */
 

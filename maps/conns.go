@@ -349,15 +349,14 @@ func (m *Maps) DeleteConn(proto uint8, client, vip netip.AddrPort) (Conn, error)
 
 // removeMain removes ck from the main pair and counts it out. A copy of
 // the same conn still in the new pair (a move in progress, or one that
-// failed half-way) goes too, uncounted: it is the same conn. Only conns
-// of the main pair have copies in the datapath's flow cache, which the
-// removal voids.
+// failed half-way) goes too, uncounted: it is the same conn. A copy of
+// the conn in the datapath's flow cache is voided.
 func (m *Maps) removeMain(ck bpf.XvsConnKey) (bpf.XvsConn, error) {
 	var v bpf.XvsConn
 	if err := m.conns.LookupAndDelete(&ck, &v); err != nil {
 		return v, notFound(err)
 	}
-	m.voidFlows()
+	m.voidFlowsOf(v)
 	m.dropServerKey(m.rconns, ck, v)
 	var cur bpf.XvsConn
 	if m.nconns.Lookup(&ck, &cur) == nil && sameConn(cur, v) {
@@ -376,6 +375,7 @@ func (m *Maps) removeNew(ck bpf.XvsConnKey) (v bpf.XvsConn, moved bool, err erro
 	if err := m.nconns.LookupAndDelete(&ck, &v); err != nil {
 		return v, false, notFound(err)
 	}
+	m.voidFlowsOf(v) // a UDP conn the real server never answered has copies too
 	m.dropServerKey(m.nrconns, ck, v)
 	var cur bpf.XvsConn
 	if m.conns.Lookup(&ck, &cur) == nil && sameConn(cur, v) {

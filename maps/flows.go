@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"xvs/bpf"
 )
 
 // mmapFlowVoid maps xvs_flow_void, one 8-byte time, shared.
@@ -26,9 +29,9 @@ func mmapFlowVoid(mp *ebpf.Map) ([]byte, error) {
 }
 
 // voidFlows voids every copy in the datapath's flow cache made up to now
-// (lib/flow.h): the caller has just removed a conn, which a copy on some
-// CPU may still stand in for. Expiry does not call it: it removes only
-// conns idle for longer than a copy lives. Raises the time with a
+// (lib/flow.h): the caller has just removed a conn, or shadowed one's
+// server-side key, which a copy on some CPU may still stand in for.
+// Raises the time with a
 // compare-and-swap, as the datapath does, so that neither side lowers it.
 // The datapath's clock is the coarse one, up to a tick behind Now: copies
 // made in the rest of that tick are void too, until their flow's next
@@ -42,6 +45,24 @@ func (m *Maps) voidFlows() {
 			return
 		}
 	}
+}
+
+// flowLife is how long after its conn's last_seen a copy in the flow
+// cache may still answer: XVS_FLOW_TTL_NS (a copy is never newer than
+// its conn's stamp), and a margin for the coarse clock, a tick behind the
+// precise one (at most 10 ms, HZ >= 100).
+const flowLife = 100*time.Millisecond + 50*time.Millisecond
+
+// voidFlowsOf voids the flow cache if removed conn v may have a live copy
+// (see xvs.h): a packet was forwarded (CONN_F_NEW clear) within flowLife.
+// A conn idle for longer, as every one expiry removes and the half-open
+// ones a full new pair gives up (makeRoom), has none: a flood's evictions
+// do not void the copies of the established flows.
+func (m *Maps) voidFlowsOf(v bpf.XvsConn) {
+	if v.Flags&uint8(bpf.XvsConnFlagsCONN_F_NEW) != 0 || Now()-time.Duration(v.LastSeen) >= flowLife {
+		return
+	}
+	m.voidFlows()
 }
 
 // FlowVoid reports the time (the datapath's clock, as Now) before which

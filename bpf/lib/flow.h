@@ -25,12 +25,14 @@
 #define FLOW_HASH_MUL 0x9e3779b97f4a7c15ULL
 
 _Static_assert(sizeof(struct flow) == 64, "a flow is one cache line");
-_Static_assert((XVS_FLOWS & (XVS_FLOWS - 1)) == 0, "XVS_FLOWS is a power of two");
+_Static_assert((XVS_FLOWS & (XVS_FLOWS - 1)) == 0 && XVS_FLOWS >= 2,
+	       "XVS_FLOWS is a power of two, of whole sets");
 
-/* flow_index: the entry of tuple k in this CPU's part of xvs_flows. A
- * multiplicative hash of the key's five words: collisions cost a full
- * lookup, never a wrong answer (the entry holds the whole key). */
-static __always_inline __u32 flow_index(const struct conn_key *k)
+/* flow_set: the first entry of tuple k's set (two entries) in this CPU's
+ * part of xvs_flows. A multiplicative hash of the key's five words:
+ * collisions cost a full lookup, never a wrong answer (an entry holds the
+ * whole key). */
+static __always_inline __u32 flow_set(const struct conn_key *k)
 {
 	const __u64 *w = (const __u64 *)k;
 	__u64 x = w[0];
@@ -40,7 +42,7 @@ static __always_inline __u32 flow_index(const struct conn_key *k)
 	x = (x ^ w[3]) * FLOW_HASH_MUL;
 	x = (x ^ w[4]) * FLOW_HASH_MUL;
 	return bpf_get_smp_processor_id() * XVS_FLOWS +
-	       (__u32)(x >> 40) % XVS_FLOWS;
+	       ((__u32)(x >> 40) % (XVS_FLOWS / 2)) * 2;
 }
 
 /* flow_segment: whether packet p may be answered from a copy: not a
@@ -89,19 +91,33 @@ static __always_inline int flow_ckey(struct pkt *p, struct hit *h,
 	return 1;
 }
 
+/* flow_lookup: the entry of set i (flow_set) that holds tuple k, or
+ * NULL. */
+static __always_inline struct flow *flow_lookup(__u32 i,
+						const struct conn_key *k)
+{
+	struct flow *f = bpf_map_lookup_elem(&xvs_flows, &i);
+
+	if (f && conn_key_eq(&f->key, k))
+		return f;
+	i++;
+	f = bpf_map_lookup_elem(&xvs_flows, &i);
+	if (f && conn_key_eq(&f->key, k))
+		return f;
+	return NULL;
+}
+
 /* flow_find: the packet's copy, if it has a live one. Returns 1 with h
  * set as conn_find sets it, h->cached, and h->now read, or 0. */
 static __always_inline int flow_find(struct pkt *p, struct hit *h)
 {
 	struct flow *f;
-	__u32 i;
 	__u64 now;
 
 	if (!flow_segment(p))
 		return 0;
-	i = flow_index(&p->key);
-	f = bpf_map_lookup_elem(&xvs_flows, &i);
-	if (!f || !conn_key_eq(&f->key, &p->key))
+	f = flow_lookup(flow_set(&p->key), &p->key);
+	if (!f)
 		return 0;
 	now = bpf_ktime_get_coarse_ns();
 	if (!flow_live(f, now))
@@ -120,26 +136,46 @@ static __always_inline int flow_find(struct pkt *p, struct hit *h)
 	return 1;
 }
 
+/* flow_free: the entry of set i to copy tuple k into: the one holding k,
+ * else one that is no longer live (or empty), else NULL: live entries of
+ * other tuples keep their places, so that colliding flows do not evict
+ * each other on every packet. */
+static __always_inline struct flow *flow_free(__u32 i,
+					      const struct conn_key *k,
+					      __u64 now)
+{
+	struct flow *a = bpf_map_lookup_elem(&xvs_flows, &i);
+	struct flow *b;
+
+	i++;
+	b = bpf_map_lookup_elem(&xvs_flows, &i);
+	if (!a || !b)
+		return NULL;
+	if (conn_key_eq(&a->key, k))
+		return a;
+	if (conn_key_eq(&b->key, k))
+		return b;
+	if (!flow_live(a, now))
+		return a;
+	if (!flow_live(b, now))
+		return b;
+	return NULL;
+}
+
 /* flow_keep: copies the conn of a full hit that conn_account has just
- * counted into the packet's entry, if the copy may stand in for it (see
- * xvs.h) and the entry is free: empty, the same tuple's, or no longer
- * live (a live entry of another tuple keeps its place, so that two
- * colliding flows do not evict each other on every packet). */
+ * counted into the packet's set, if the copy may stand in for it (see
+ * xvs.h) and the set has room (flow_free). */
 static __always_inline void flow_keep(struct pkt *p, struct hit *h)
 {
 	struct flow *f;
-	__u32 i;
 
-	if (h->cached || h->fresh || !h->avail || !flow_segment(p))
+	if (h->cached || !h->avail || !flow_segment(p))
 		return;
 	if (p->key.proto == IPPROTO_TCP &&
-	    *(volatile __u8 *)&h->c->state != STATE_ESTABLISHED)
+	    (h->fresh || *(volatile __u8 *)&h->c->state != STATE_ESTABLISHED))
 		return;
-	i = flow_index(&p->key);
-	f = bpf_map_lookup_elem(&xvs_flows, &i);
+	f = flow_free(flow_set(&p->key), &p->key, h->now);
 	if (!f)
-		return;
-	if (!conn_key_eq(&f->key, &p->key) && flow_live(f, h->now))
 		return;
 	__builtin_memcpy(&f->key, &p->key, sizeof(f->key));
 	__builtin_memcpy(&f->c, h->c, sizeof(f->c));
