@@ -129,6 +129,7 @@ var Rows = []Row{
 	{Label: "expiry sweep expiring all 1M, the daemon's walk: CPU s", Key: "expire_all_cpu_s", XVS: "xvs", Prec: 3},
 	{Label: "  wall s", Key: "expire_all_wall_s", XVS: "xvs", Prec: 3},
 	{Label: "  the kernel's sweep: CPU s", Key: "kexpire_all_cpu_s", XVS: "xvs", Prec: 3},
+	{Label: "  the kernel's own delete of both keys of all 1M, batched, no expiry logic (the floor): CPU s", Key: "delete_all_cpu_s", XVS: "xvs", Prec: 3},
 	{Label: "BPF hit path, ns/packet, warm (prog_test_run, 200 back to back)", Key: "bpf_hit_ns", XVS: "xvs", Prec: 1},
 	{Label: "  reverse direction", Key: "bpf_rhit_ns", XVS: "xvs", Prec: 1},
 	{Label: "  trivial XDP_PASS", Key: "bpf_pass_ns", XVS: "xvs", Prec: 1},
@@ -598,10 +599,11 @@ func runConnTable(ctx context.Context, t testing.TB, cfg Config, res *Results) {
 		res.Add("ksweep_cpu_s", "xvs", "s", s.CPU.Seconds())
 	}
 	res.Add("kexpire_all_cpu_s", "xvs", "s", r.KExpireAll.CPU.Seconds())
+	res.Add("delete_all_cpu_s", "xvs", "s", r.DeleteAll.CPU.Seconds())
 	res.Add("kexpire_all_n", "xvs", "conns", float64(r.KExpireAll.Expired))
-	t.Logf("conn table: %d entries, maps %v = %.0f B/conn (xvs_conns %d B, xvs_rconns %d B); filled %d in %v, walk saw %d; sweeps %v; expire-all %v (%d expired); kernel sweeps %v; expire-all %v (%d expired)",
+	t.Logf("conn table: %d entries, maps %v = %.0f B/conn (xvs_conns %d B, xvs_rconns %d B); filled %d in %v, walk saw %d; sweeps %v; expire-all %v (%d expired); kernel sweeps %v; expire-all %v (%d expired); batch delete %v (%d)",
 		r.MaxEntries, r.TableMaps, r.BytesPerConn(), r.ConnsBytes, r.RconnsBytes, r.Installed, r.FillTime, r.Walked, r.Sweeps, r.ExpireAll, r.ExpireAll.Expired,
-		r.KSweeps, r.KExpireAll, r.KExpireAll.Expired)
+		r.KSweeps, r.KExpireAll, r.KExpireAll.Expired, r.DeleteAll, r.DeleteAll.Expired)
 }
 
 // goBenchKeys maps `go test -bench` results to table keys.
