@@ -271,6 +271,7 @@ struct route {
  */
 #define XVS_FLOWS 16384                   /* per CPU, a power of two */
 #define XVS_FLOW_TTL_NS 100000000ULL      /* 100 ms */
+#define XVS_FLOW_MARGIN_NS 50000000ULL    /* the coarse clock's lag, and more */
 #define XVS_FLOW_OUT 0x10000U             /* struct flow c.pad: server-side tuple */
 
 struct flow {

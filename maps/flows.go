@@ -49,8 +49,9 @@ func (m *Maps) voidFlows() {
 
 // flowLife is how long after its conn's last_seen a copy in the flow
 // cache may still answer: XVS_FLOW_TTL_NS (a copy is never newer than
-// its conn's stamp), and a margin for the coarse clock, a tick behind the
-// precise one (at most 10 ms, HZ >= 100).
+// its conn's stamp), and XVS_FLOW_MARGIN_NS for the coarse clock, a tick
+// behind the precise one (at most 10 ms, HZ >= 100); the datapath's
+// conn_copied_lately uses the same.
 const flowLife = 100*time.Millisecond + 50*time.Millisecond
 
 // voidFlowsOf voids the flow cache if removed conn v may have a live copy

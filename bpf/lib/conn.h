@@ -382,6 +382,19 @@ static __always_inline void flow_void(void)
 	}
 }
 
+/* conn_copied_lately: whether conn value v (as it was when removed) may
+ * have a live copy in the flow cache: a packet was forwarded (CONN_F_NEW
+ * clear) less than XVS_FLOW_TTL_NS and a margin ago. A copy is never
+ * newer than its conn's last_seen (the lookup that makes it stamps the
+ * same coarse time), and the margin covers the coarse clock's lag behind
+ * the precise one (a tick, at most 10 ms). */
+static __always_inline int conn_copied_lately(const struct conn *v)
+{
+	return !(v->flags & CONN_F_NEW) &&
+	       bpf_ktime_get_ns() - v->last_seen <
+		       XVS_FLOW_TTL_NS + XVS_FLOW_MARGIN_NS;
+}
+
 /* conn_install: installs a new conn, value val (state, flags, last_seen
  * set), with client-side key ckey and server-side key skey (whose source
  * is xvs_dests[val->dest_id]'s address), into the new pair. The caller

@@ -232,8 +232,9 @@ static __always_inline int sched_ring(struct pkt *p, __u32 svc_id,
  * out of its real server as expiry removes it (a copy first: a deleted
  * entry may be reused at once). Returns 0 when the daemon is to decide
  * instead: no ring, or the conn changed meanwhile (another state, or
- * promoted to the main pair). A removal voids the flow cache: the conn
- * was established within the cache's lifetime, maybe, on another CPU. */
+ * promoted to the main pair). A removal voids the flow cache if a copy
+ * of the conn, made while it was open, may still be live on another CPU:
+ * not for the usual reuse of a port closed seconds ago. */
 static __always_inline int sched_reuse(struct pkt *p, struct hit *h)
 {
 	__u32 svc_id = h->c->svc_id;
@@ -253,7 +254,8 @@ static __always_inline int sched_reuse(struct pkt *p, struct hit *h)
 		return 0;
 	if (o == OUTCOME_REMOVED) {
 		event_count(EVENT_SCHED_REUSED);
-		flow_void(); /* its copies were made while it was open */
+		if (conn_copied_lately(&v))
+			flow_void();
 	}
 	return 1;
 }
