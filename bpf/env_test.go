@@ -145,6 +145,7 @@ type env struct {
 	ns    *netNS
 	objs  XvsObjects
 	sizes map[string]uint32 // max_entries overrides by map name
+	vars  map[string]any    // load-time constants to set, by name
 
 	ext, intl, mtu, mtu6, oth, punt *tlink
 }
@@ -157,8 +158,14 @@ func newEnv(t testing.TB) *env {
 // newEnvSized is newEnv with max_entries of the maps named in sizes set.
 func newEnvSized(t testing.TB, sizes map[string]uint32) *env {
 	t.Helper()
+	return newEnvWith(t, sizes, nil)
+}
+
+// newEnvWith is newEnvSized with the load-time constants in vars set too.
+func newEnvWith(t testing.TB, sizes map[string]uint32, vars map[string]any) *env {
+	t.Helper()
 	testutil.NeedRoot(t)
-	e := &env{t: t, ns: newNetNS(t), sizes: sizes}
+	e := &env{t: t, ns: newNetNS(t), sizes: sizes, vars: vars}
 	e.ext = &tlink{name: "ext0", mac: macExt, addrs: []string{"10.0.0.1/24", "fd00:a::1/64"},
 		neigh: map[string]net.HardwareAddr{"10.0.0.2": macCli, "fd00:a::2": macCli, "10.0.0.3": macLocal, "fd00:a::3": macLocal}}
 	e.intl = &tlink{name: "int0", mac: macInt, addrs: []string{"172.16.0.1/24", "fd00:b::1/64"},
@@ -276,6 +283,11 @@ func (e *env) load() {
 	spec.Maps["xvs_rconns_new"].MaxEntries = 4096
 	if err := SizeFlows(spec); err != nil {
 		e.t.Fatal(err)
+	}
+	for name, v := range e.vars {
+		if err := spec.Variables[name].Set(v); err != nil {
+			e.t.Fatalf("set %s: %v", name, err)
+		}
 	}
 	for name, n := range e.sizes {
 		spec.Maps[name].MaxEntries = n

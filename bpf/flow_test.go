@@ -18,6 +18,14 @@ import (
 // flowTTL is XVS_FLOW_TTL_NS: how long a flow cache copy answers.
 const flowTTL = 100 * time.Millisecond
 
+// newFlowEnv is newEnv with copies that answer for ttl (xvs_flow_ttl_ns):
+// an hour, so that a test's copies are live whatever the machine's load
+// makes of its pace.
+func newFlowEnv(t *testing.T, ttl time.Duration) *env {
+	t.Helper()
+	return newEnvWith(t, nil, map[string]any{"xvs_flow_ttl_ns": uint64(ttl)})
+}
+
 // flowOut is XVS_FLOW_OUT, the mark of a server-side copy in c.pad.
 const flowOut = 0x10000
 
@@ -203,13 +211,14 @@ func (e *env) setDport(t *testing.T, c flowConn, port uint16) {
 // real server no longer available, after XVS_FLOW_TTL_NS, or after a
 // void.
 func TestFlowCache(t *testing.T) {
-	e := newEnv(t)
+	e, short := newFlowEnv(t, time.Hour), newEnv(t)
 	e.pinCPU(t)
+	short.pinCPU(t)
 	const svc = 110
 	dest := uint32(120)
 	avail := XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)}
 	n := 0
-	newConn := func(t *testing.T, en entry, fa famAddrs, proto uint8) flowConn {
+	newConn := func(t *testing.T, e *env, en entry, fa famAddrs, proto uint8) flowConn {
 		n++
 		dest++
 		e.putDest(dest, avail)
@@ -224,7 +233,7 @@ func TestFlowCache(t *testing.T) {
 				name := fmt.Sprintf("%s/%s/%s", en.name, fa.name, pr.name)
 				t.Run(name+"/answers", func(t *testing.T) {
 					e := e.with(t)
-					c := newConn(t, en, fa, pr.proto)
+					c := newConn(t, e, en, fa, pr.proto)
 					fl := c.dataFlags()
 					before, stats := e.conn(c.k).LastSeen, e.stats(e.objs.XvsDestStats, c.dest)
 					e.setDport(t, c, rport+1)
@@ -253,8 +262,8 @@ func TestFlowCache(t *testing.T) {
 					}
 				})
 				t.Run(name+"/lapses", func(t *testing.T) {
-					e := e.with(t)
-					c := newConn(t, en, fa, pr.proto)
+					e := short.with(t) // copies of the default life
+					c := newConn(t, e, en, fa, pr.proto)
 					fl := c.dataFlags()
 					e.setDport(t, c, rport+1)
 					time.Sleep(flowTTL + 10*time.Millisecond)
@@ -266,7 +275,7 @@ func TestFlowCache(t *testing.T) {
 				})
 				t.Run(name+"/real server gone", func(t *testing.T) {
 					e := e.with(t)
-					c := newConn(t, en, fa, pr.proto)
+					c := newConn(t, e, en, fa, pr.proto)
 					fl := c.dataFlags()
 					e.putDest(c.dest, XvsDest{})
 					e.resetReasons()
@@ -290,7 +299,7 @@ func TestFlowCache(t *testing.T) {
 			} {
 				t.Run(fmt.Sprintf("%s/%s/tcp/%s", en.name, fa.name, seg.name), func(t *testing.T) {
 					e := e.with(t)
-					c := newConn(t, en, fa, testutil.ProtoTCP)
+					c := newConn(t, e, en, fa, testutil.ProtoTCP)
 					e.setDport(t, c, rport+1)
 					e.sendOK(t, en, c.in(seg.flags), e.ext.index, c.toRS(seg.flags, rport+1))
 					if got := e.conn(c.k).State; got != uint8(seg.state) {
@@ -321,10 +330,10 @@ func TestFlowCacheSets(t *testing.T) {
 	if unsafe.Sizeof(XvsFlow{}) != 64 {
 		t.Fatalf("struct flow is %d bytes, want one cache line", unsafe.Sizeof(XvsFlow{}))
 	}
-	e := newEnv(t)
+	e, short := newFlowEnv(t, time.Hour), newFlowEnv(t, 20*time.Millisecond)
 	e.pinCPU(t)
+	short.pinCPU(t)
 	const svc, dest = 130, 131
-	e.putDest(dest, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
 	vip, rs := ap(vip4, vport), ap(rs4, rport)
 	// Three clients whose tuples share a set (on every CPU alike).
 	var clis []netip.AddrPort
@@ -339,27 +348,34 @@ func TestFlowCacheSets(t *testing.T) {
 			clis = append(clis, cli)
 		}
 	}
-	var conns []flowConn
-	for _, cli := range clis {
-		c := flowConn{cli: cli, vip: vip, rs: rs, proto: testutil.ProtoUDP, dest: dest}
-		c.k = e.addConn(cli, vip, rs, testutil.ProtoUDP, svc, dest)
-		conns = append(conns, c)
-	}
 	en := entries[0]
-	send := func(c flowConn) {
-		t.Helper()
-		e.sendOK(t, en, c.in(0), e.ext.index, c.toRS(0, rport))
-	}
-	copies := func() []int {
-		var n []int
-		for _, c := range conns {
-			n = append(n, len(e.flowCopies(t, c.k)))
+	// three installs the three flows' conns in x and sends a packet of
+	// each, in order; copies counts each flow's copies.
+	three := func(x *env) (send func(flowConn), copies func() []int, conns []flowConn) {
+		x.putDest(dest, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
+		for _, cli := range clis {
+			c := flowConn{cli: cli, vip: vip, rs: rs, proto: testutil.ProtoUDP, dest: dest}
+			c.k = x.addConn(cli, vip, rs, testutil.ProtoUDP, svc, dest)
+			conns = append(conns, c)
 		}
-		return n
+		send = func(c flowConn) {
+			t.Helper()
+			x.sendOK(t, en, c.in(0), x.ext.index, c.toRS(0, rport))
+		}
+		copies = func() []int {
+			var n []int
+			for _, c := range conns {
+				n = append(n, len(x.flowCopies(t, c.k)))
+			}
+			return n
+		}
+		for _, c := range conns {
+			send(c)
+		}
+		return send, copies, conns
 	}
-	for _, c := range conns {
-		send(c)
-	}
+
+	send, copies, conns := three(e)
 	if got := copies(); fmt.Sprint(got) != "[1 1 0]" {
 		t.Fatalf("copies per flow %v, want [1 1 0]: two ways, live ones kept", got)
 	}
@@ -367,7 +383,9 @@ func TestFlowCacheSets(t *testing.T) {
 	if got := copies(); fmt.Sprint(got) != "[1 1 0]" {
 		t.Fatalf("copies per flow %v after the third flow's second packet, want [1 1 0]", got)
 	}
-	time.Sleep(flowTTL + 10*time.Millisecond)
+
+	send, copies, conns = three(short)
+	time.Sleep(30 * time.Millisecond)
 	send(conns[2])
 	if got := copies(); got[2] != 1 || got[0]+got[1] != 1 {
 		t.Fatalf("copies per flow %v after the copies lapsed, want the third flow in one way", got)

@@ -9,15 +9,15 @@ import (
 
 // TestLastSeenStamp: the hit path stamps last_seen from the coarse
 // monotonic clock (lib/conn.h, conn_stamp). Every packet that looks its
-// conn up (here: each comes after the last one's flow cache copy has
-// lapsed), either way and through either entry, leaves it within
-// [CLOCK_MONOTONIC_COARSE before the packet, CLOCK_MONOTONIC after],
-// replaces an old stamp (the daemon's install), and a packet a few ticks
-// after the previous one moves it on: the daemon's idle test (now -
-// last_seen) and its "unchanged since the walk" test keep working.
-// TestFlowCache has the packets a copy answers, which leave it alone.
+// conn up (here all: flow cache copies have a life of 0), either way and
+// through either entry, leaves it within [CLOCK_MONOTONIC_COARSE before
+// the packet, CLOCK_MONOTONIC after], replaces an old stamp (the daemon's
+// install), and a packet a few ticks after the previous one moves it on:
+// the daemon's idle test (now - last_seen) and its "unchanged since the
+// walk" test keep working. TestFlowCache has the packets a copy answers,
+// which leave it alone.
 func TestLastSeenStamp(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvWith(t, nil, map[string]any{"xvs_flow_ttl_ns": uint64(0)})
 	const dest, svc = 50, 60
 	e.putDest(dest, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
 	for i, en := range entries {
@@ -50,10 +50,9 @@ func TestLastSeenStamp(t *testing.T) {
 					t.Errorf("step %d: last_seen %d did not move on from %d", step, seen, last)
 				}
 				last = seen
-				// Past a copy's life (XVS_FLOW_TTL_NS), and so several
-				// ticks: the next packet looks its conn up and stamps a
-				// later time.
-				time.Sleep(flowTTL + 10*time.Millisecond)
+				// Several ticks (HZ >= 100), so that the next packet's
+				// stamp is a later one.
+				time.Sleep(30 * time.Millisecond)
 			}
 		})
 	}

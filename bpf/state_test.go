@@ -203,9 +203,11 @@ func clockNs(t testing.TB, clock int32) uint64 {
 
 // TestConnTraces runs whole connections through each entry and checks
 // state, ActiveConn/InActConn, CONN_F_NEW, last_seen and the statistics
-// after every packet.
+// after every packet. Flow cache copies never answer here (a life of 0):
+// every packet looks its conn up and stamps it; TestFlowCache has the
+// packets a copy answers.
 func TestConnTraces(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvWith(t, nil, map[string]any{"xvs_flow_ttl_ns": uint64(0)})
 	dest, svc := uint32(10), uint32(20)
 	n := 0
 	for _, en := range entries {

@@ -281,6 +281,7 @@ const (
 	XvsVarXvsEnumRingFlags  = "xvs_enum_ring_flags"
 	XvsVarXvsEnumRingKind   = "xvs_enum_ring_kind"
 	XvsVarXvsEnumState      = "xvs_enum_state"
+	XvsVarXvsFlowTtlNs      = "xvs_flow_ttl_ns"
 )
 
 // LoadXvs returns the embedded CollectionSpec for Xvs.
@@ -372,6 +373,7 @@ type XvsVariableSpecs struct {
 	XvsEnumRingFlags  *ebpf.VariableSpec `ebpf:"xvs_enum_ring_flags"`
 	XvsEnumRingKind   *ebpf.VariableSpec `ebpf:"xvs_enum_ring_kind"`
 	XvsEnumState      *ebpf.VariableSpec `ebpf:"xvs_enum_state"`
+	XvsFlowTtlNs      *ebpf.VariableSpec `ebpf:"xvs_flow_ttl_ns"`
 }
 
 // XvsObjects contains all objects after they have been loaded into the kernel.
@@ -462,6 +464,7 @@ type XvsVariables struct {
 	XvsEnumRingFlags  *ebpf.Variable `ebpf:"xvs_enum_ring_flags"`
 	XvsEnumRingKind   *ebpf.Variable `ebpf:"xvs_enum_ring_kind"`
 	XvsEnumState      *ebpf.Variable `ebpf:"xvs_enum_state"`
+	XvsFlowTtlNs      *ebpf.Variable `ebpf:"xvs_flow_ttl_ns"`
 }
 
 // XvsPrograms contains all programs after they have been loaded into the kernel.

@@ -207,6 +207,7 @@ const (
 	ExpireProgXvsExpire     = "xvs_expire"
 	ExpireProgXvsSweep      = "xvs_sweep"
 	ExpireVarXvsEnumOutcome = "xvs_enum_outcome"
+	ExpireVarXvsFlowTtlNs   = "xvs_flow_ttl_ns"
 )
 
 // LoadExpire returns the embedded CollectionSpec for Expire.
@@ -291,6 +292,7 @@ type ExpireMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ExpireVariableSpecs struct {
 	XvsEnumOutcome *ebpf.VariableSpec `ebpf:"xvs_enum_outcome"`
+	XvsFlowTtlNs   *ebpf.VariableSpec `ebpf:"xvs_flow_ttl_ns"`
 }
 
 // ExpireObjects contains all objects after they have been loaded into the kernel.
@@ -375,6 +377,7 @@ func (m *ExpireMaps) Close() error {
 // It can be passed to LoadExpireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ExpireVariables struct {
 	XvsEnumOutcome *ebpf.Variable `ebpf:"xvs_enum_outcome"`
+	XvsFlowTtlNs   *ebpf.Variable `ebpf:"xvs_flow_ttl_ns"`
 }
 
 // ExpirePrograms contains all programs after they have been loaded into the kernel.

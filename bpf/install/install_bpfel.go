@@ -200,6 +200,7 @@ const (
 	InstallMapXvsVips           = "xvs_vips"
 	InstallProgXvsInstall       = "xvs_install"
 	InstallVarXvsEnumInstResult = "xvs_enum_inst_result"
+	InstallVarXvsFlowTtlNs      = "xvs_flow_ttl_ns"
 )
 
 // LoadInstall returns the embedded CollectionSpec for Install.
@@ -283,6 +284,7 @@ type InstallMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type InstallVariableSpecs struct {
 	XvsEnumInstResult *ebpf.VariableSpec `ebpf:"xvs_enum_inst_result"`
+	XvsFlowTtlNs      *ebpf.VariableSpec `ebpf:"xvs_flow_ttl_ns"`
 }
 
 // InstallObjects contains all objects after they have been loaded into the kernel.
@@ -367,6 +369,7 @@ func (m *InstallMaps) Close() error {
 // It can be passed to LoadInstallObjects or ebpf.CollectionSpec.LoadAndAssign.
 type InstallVariables struct {
 	XvsEnumInstResult *ebpf.Variable `ebpf:"xvs_enum_inst_result"`
+	XvsFlowTtlNs      *ebpf.Variable `ebpf:"xvs_flow_ttl_ns"`
 }
 
 // InstallPrograms contains all programs after they have been loaded into the kernel.

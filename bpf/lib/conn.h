@@ -382,6 +382,11 @@ static __always_inline void flow_void(void)
 	}
 }
 
+/* How long a flow cache copy answers (lib/flow.h): XVS_FLOW_TTL_NS. A
+ * constant set at load; only tests change it (a copy that must still, or
+ * no longer, answer whatever the machine's load). */
+const volatile __u64 xvs_flow_ttl_ns = XVS_FLOW_TTL_NS;
+
 /* conn_copied_lately: whether conn value v (as it was when removed) may
  * have a live copy in the flow cache: a packet was forwarded (CONN_F_NEW
  * clear) less than XVS_FLOW_TTL_NS and a margin ago. A copy is never
@@ -392,7 +397,7 @@ static __always_inline int conn_copied_lately(const struct conn *v)
 {
 	return !(v->flags & CONN_F_NEW) &&
 	       bpf_ktime_get_ns() - v->last_seen <
-		       XVS_FLOW_TTL_NS + XVS_FLOW_MARGIN_NS;
+		       xvs_flow_ttl_ns + XVS_FLOW_MARGIN_NS;
 }
 
 /* conn_install: installs a new conn, value val (state, flags, last_seen

@@ -57,14 +57,15 @@ static __always_inline int flow_segment(const struct pkt *p)
 }
 
 /* flow_live: whether entry f, copied at f->c.last_seen, may answer at
- * now: younger than XVS_FLOW_TTL_NS and after the last void. */
+ * now: younger than xvs_flow_ttl_ns (XVS_FLOW_TTL_NS) and after the last
+ * void. */
 static __always_inline int flow_live(const struct flow *f, __u64 now)
 {
 	__u32 zero = 0;
 	__u64 *void_ns = bpf_map_lookup_elem(&xvs_flow_void, &zero);
 	__u64 at = f->c.last_seen;
 
-	return void_ns && now - at < XVS_FLOW_TTL_NS &&
+	return void_ns && now - at < xvs_flow_ttl_ns &&
 	       at > *(volatile __u64 *)void_ns;
 }
 
