@@ -133,9 +133,9 @@ func (c flowConn) dataFlags() uint8 {
 }
 
 // establish installs a conn as the daemon does and runs its first packets
-// through en: a TCP handshake and one reply segment, or a UDP datagram
-// each way and one more from the client. After that each direction has
-// one copy, of the conn as it is, stamped with its last_seen.
+// through en: a TCP handshake and a segment each way, or two UDP
+// datagrams each way. After that each direction has one copy, of the
+// conn as it is, stamped with its last_seen.
 func (e *env) establish(t *testing.T, en entry, c *flowConn, svc uint32) {
 	t.Helper()
 	c.k = e.addConn(c.cli, c.vip, c.rs, c.proto, svc, c.dest)
@@ -144,10 +144,10 @@ func (e *env) establish(t *testing.T, en entry, c *flowConn, svc uint32) {
 		out   bool
 		flags uint8
 	}
-	steps := []step{{false, 0}, {true, 0}, {false, 0}}
+	steps := []step{{false, 0}, {true, 0}, {false, 0}, {true, 0}}
 	if c.proto == testutil.ProtoTCP {
 		steps = []step{{false, testutil.TCPSyn}, {true, testutil.TCPSyn | testutil.TCPAck},
-			{false, testutil.TCPAck}, {true, testutil.TCPAck | testutil.TCPPsh}}
+			{false, testutil.TCPAck}, {false, testutil.TCPAck | testutil.TCPPsh}, {true, testutil.TCPAck | testutil.TCPPsh}}
 	}
 	for i, s := range steps {
 		if s.out {
@@ -155,16 +155,22 @@ func (e *env) establish(t *testing.T, en entry, c *flowConn, svc uint32) {
 		} else {
 			e.sendOK(t, en, c.in(s.flags), e.ext.index, c.toRS(s.flags, c.rs.Port()))
 		}
-		if i == 0 {
-			// A UDP conn is copied in the new pair (its real server
-			// may never answer), a TCP one once established.
-			want := 0
-			if c.proto == testutil.ProtoUDP {
-				want = 1
-			}
-			if got := e.flowCopies(t, c.k); len(got) != want {
-				t.Fatalf("after the first packet: %d copies, want %d", len(got), want)
-			}
+		// Neither a conn's first packet nor the one that moves it to
+		// the main pair is copied (a flow of one packet each way takes
+		// no place); the next one is, a UDP conn's in the new pair too
+		// (its real server may never answer).
+		wantIn, wantOut := 0, 0
+		switch {
+		case c.proto == testutil.ProtoUDP && i == 2, c.proto == testutil.ProtoTCP && i == 3:
+			wantIn = 1
+		case i == len(steps)-1:
+			wantIn, wantOut = 1, 1
+		}
+		if got := len(e.flowCopies(t, c.k)); got != wantIn {
+			t.Fatalf("after packet %d: %d client-side copies, want %d", i, got, wantIn)
+		}
+		if got := len(e.flowCopies(t, c.rk)); got != wantOut {
+			t.Fatalf("after packet %d: %d server-side copies, want %d", i, got, wantOut)
 		}
 	}
 	if at := e.pairOf(t, c.k, c.rk); at != atMain {
@@ -368,6 +374,13 @@ func TestFlowCacheSets(t *testing.T) {
 				n = append(n, len(x.flowCopies(t, c.k)))
 			}
 			return n
+		}
+		// first packets: not copied
+		for _, c := range conns {
+			send(c)
+		}
+		if got := copies(); fmt.Sprint(got) != "[0 0 0]" {
+			t.Fatalf("copies per flow %v after the first packets, want none", got)
 		}
 		for _, c := range conns {
 			send(c)

@@ -259,11 +259,12 @@ struct route {
  * for a segment with ACK and none of SYN, FIN, RST (which changes no state
  * reachable from ESTABLISHED, in either direction), whose real server was
  * available, for XVS_FLOW_TTL_NS after it was copied and only if no conn
- * was removed since other than by expiry (xvs_flow_void). TCP copies are
- * of the main pair only; a UDP conn is copied in the new pair too (one
- * the real server never answers stays there). Expiry needs no voiding: it
- * removes a conn idle for its timeout (>= 1 s), whose copies are older
- * than XVS_FLOW_TTL_NS. A hit on a copy counts the same statistics and
+ * was removed since other than by expiry (xvs_flow_void); copied from
+ * neither a conn's first packet nor the one that moved it to the main
+ * pair. TCP copies are of the main pair only; a UDP conn is copied in the
+ * new pair too (one the real server never answers stays there). Expiry
+ * needs no voiding: it removes a conn idle for its timeout (>= 1 s),
+ * whose copies are older than XVS_FLOW_TTL_NS. A hit on a copy counts the same statistics and
  * still checks its real server's availability, TTL and MTU; it does not
  * stamp last_seen, so the conn's stamp lags by up to XVS_FLOW_TTL_NS, the
  * next full lookup's refresh. A copy is never newer than its conn's

@@ -58,6 +58,8 @@ struct hit {
 	int avail;               /* d has DEST_F_AVAILABLE */
 	int fresh;               /* c is in the new pair (xvs_conns_new) */
 	int cached;              /* c is a copy in the flow cache (lib/flow.h) */
+	int first;               /* this packet claimed CONN_F_NEW or moved c
+				  * to the main pair (conn_account) */
 	__u64 now;               /* coarse clock, read by conn_stamp */
 };
 
@@ -536,6 +538,7 @@ static __always_inline void conn_promote(struct pkt *p, struct hit *h)
 	 * packet's own tuple (client side) or xvs_rckey (server side). */
 	h->c = m;
 	h->fresh = 0;
+	h->first = 1;
 	if (!h->out) {
 		h->ckey = &p->key;
 		return;
@@ -577,6 +580,7 @@ static __always_inline void conn_account(struct pkt *p, struct hit *h)
 		return;
 	}
 	new = h->avail ? conn_claim_new(h->c) : 0;
+	h->first = new;
 	if (p->key.proto == IPPROTO_TCP)
 		conn_state(h, p->tcp_flags);
 	conn_stamp(h);

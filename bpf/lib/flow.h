@@ -165,12 +165,14 @@ static __always_inline struct flow *flow_free(__u32 i,
 
 /* flow_keep: copies the conn of a full hit that conn_account has just
  * counted into the packet's set, if the copy may stand in for it (see
- * xvs.h) and the set has room (flow_free). */
+ * xvs.h) and the set has room (flow_free). Not for a conn's first packet
+ * or the one that moved it to the main pair (h->first): a flow of one
+ * packet each way (a DNS query) takes no place from the flows that stay. */
 static __always_inline void flow_keep(struct pkt *p, struct hit *h)
 {
 	struct flow *f;
 
-	if (h->cached || !h->avail || !flow_segment(p))
+	if (h->cached || h->first || !h->avail || !flow_segment(p))
 		return;
 	if (p->key.proto == IPPROTO_TCP &&
 	    (h->fresh || *(volatile __u8 *)&h->c->state != STATE_ESTABLISHED))
