@@ -81,6 +81,24 @@ static __always_inline void conn_ckey(struct conn_key *ck,
 	ck->pad[1] = 0;
 }
 
+/* conn_rckey: the client-side key of server-side tuple sk whose conn is
+ * rc, rebuilt (conn_ckey) in the per-CPU xvs_rckey, or NULL. */
+static __always_inline struct conn_key *conn_rckey(const struct conn_key *sk,
+						   const struct rconn *rc)
+{
+	__u32 zero = 0, id = rc->svc_id;
+	struct svc_key *vip = bpf_map_lookup_elem(&xvs_vips, &id);
+	struct conn_key *ckey;
+
+	if (!vip)
+		return NULL;
+	ckey = bpf_map_lookup_elem(&xvs_rckey, &zero);
+	if (!ckey)
+		return NULL;
+	conn_ckey(ckey, sk, vip, rc);
+	return ckey;
+}
+
 /* conn_find_in: conn_find in one pair of tables. A server-side key whose
  * client-side key is not in conns is a miss here (the conn may be in the
  * other pair: a newer conn shadows an older one's server-side key). The
@@ -89,9 +107,7 @@ static __always_inline int conn_find_in(void *conns, void *rconns,
 					struct pkt *p, struct hit *h)
 {
 	struct conn_key *ckey;
-	struct svc_key *vip;
 	struct rconn *rc;
-	__u32 zero = 0, id;
 
 	h->c = bpf_map_lookup_elem(conns, &p->key);
 	if (h->c) {
@@ -102,14 +118,9 @@ static __always_inline int conn_find_in(void *conns, void *rconns,
 	rc = bpf_map_lookup_elem(rconns, &p->key);
 	if (!rc)
 		return 0;
-	id = rc->svc_id;
-	vip = bpf_map_lookup_elem(&xvs_vips, &id);
-	if (!vip)
-		return 0;
-	ckey = bpf_map_lookup_elem(&xvs_rckey, &zero);
+	ckey = conn_rckey(&p->key, rc);
 	if (!ckey)
 		return 0;
-	conn_ckey(ckey, &p->key, vip, rc);
 	h->c = bpf_map_lookup_elem(conns, ckey);
 	if (!h->c)
 		return 0;

@@ -75,21 +75,11 @@ static __always_inline int flow_ckey(struct pkt *p, struct hit *h,
 				     const struct flow *f)
 {
 	struct rconn rc = {};
-	struct conn_key *ckey;
-	struct svc_key *vip;
-	__u32 zero = 0, id = f->c.svc_id;
 
-	vip = bpf_map_lookup_elem(&xvs_vips, &id);
-	if (!vip)
-		return 0;
-	ckey = bpf_map_lookup_elem(&xvs_rckey, &zero);
-	if (!ckey)
-		return 0;
-	rc.svc_id = id;
+	rc.svc_id = f->c.svc_id;
 	rc.vport = (__be16)f->c.pad;
-	conn_ckey(ckey, &p->key, vip, &rc);
-	h->ckey = ckey;
-	return 1;
+	h->ckey = conn_rckey(&p->key, &rc);
+	return h->ckey != NULL;
 }
 
 /* flow_lookup: the entry of set i (flow_set) that holds tuple k, or
