@@ -281,7 +281,7 @@ func (e *env) load() {
 	spec.Maps["xvs_rconns"].MaxEntries = 4096
 	spec.Maps["xvs_conns_new"].MaxEntries = 4096
 	spec.Maps["xvs_rconns_new"].MaxEntries = 4096
-	if err := SizeFlows(spec); err != nil {
+	if err := SizeFlows(spec, 0); err != nil {
 		e.t.Fatal(err)
 	}
 	for name, v := range e.vars {

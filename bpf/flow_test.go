@@ -405,8 +405,10 @@ func TestFlowCacheSets(t *testing.T) {
 	}
 }
 
-// TestSizeFlows: FlowsPerCPU is the compiled XVS_FLOWS, and SizeFlows
-// gives every possible CPU its part, however often it is called.
+// TestSizeFlows: FlowsPerCPU is the compiled XVS_FLOWS; SizeFlows gives
+// every possible CPU its part of the size asked (0: the default), however
+// often it is called, turns the cache off for a negative size, and
+// refuses a size that is not a power of two of at least one set.
 func TestSizeFlows(t *testing.T) {
 	spec, err := LoadXvs()
 	if err != nil {
@@ -419,12 +421,56 @@ func TestSizeFlows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 2 {
-		if err := SizeFlows(spec); err != nil {
+	perCPU := func() uint32 {
+		var v uint32
+		if err := spec.Variables["xvs_flows_per_cpu"].Get(&v); err != nil {
 			t.Fatal(err)
 		}
-		if got := spec.Maps[XvsMapXvsFlows].MaxEntries; got != uint32(FlowsPerCPU*ncpu) {
-			t.Fatalf("xvs_flows sized %d, want %d for %d CPUs", got, FlowsPerCPU*ncpu, ncpu)
+		return v
+	}
+	for _, c := range []struct {
+		ask           int
+		entries, each uint32
+	}{
+		{0, uint32(FlowsPerCPU * ncpu), FlowsPerCPU},
+		{0, uint32(FlowsPerCPU * ncpu), FlowsPerCPU},
+		{1024, uint32(1024 * ncpu), 1024},
+		{2, uint32(2 * ncpu), 2},
+		{-1, 1, 0},
+	} {
+		if err := SizeFlows(spec, c.ask); err != nil {
+			t.Fatalf("SizeFlows(%d): %v", c.ask, err)
+		}
+		if got, each := spec.Maps[XvsMapXvsFlows].MaxEntries, perCPU(); got != c.entries || each != c.each {
+			t.Errorf("SizeFlows(%d): %d entries, %d per CPU; want %d, %d", c.ask, got, each, c.entries, c.each)
+		}
+	}
+	for _, bad := range []int{1, 3, 1000, 1 << 21} {
+		if err := SizeFlows(spec, bad); err == nil {
+			t.Errorf("SizeFlows(%d) accepted", bad)
+		}
+	}
+}
+
+// TestFlowCacheOff: without a flow cache (xvs_flows_per_cpu 0) every
+// packet looks its conn up, and nothing is copied.
+func TestFlowCacheOff(t *testing.T) {
+	e := newEnvWith(t, nil, map[string]any{"xvs_flows_per_cpu": uint32(0)})
+	e.pinCPU(t)
+	const svc, dest = 140, 141
+	e.putDest(dest, XvsDest{Flags: uint32(XvsDestFlagsDEST_F_AVAILABLE)})
+	c := flowConn{cli: ap(cli4, 43000), vip: ap(vip4, vport), rs: ap(rs4, rport), proto: testutil.ProtoUDP, dest: dest}
+	c.k = e.addConn(c.cli, c.vip, c.rs, c.proto, svc, dest)
+	c.rk = rconnKey(c.cli, c.rs, c.proto)
+	for range 3 {
+		e.sendOK(t, entries[0], c.in(0), e.ext.index, c.toRS(0, rport))
+		e.sendOK(t, entries[0], c.out(0), e.intl.index, c.toCli(0))
+	}
+	e.setDport(t, c, rport+1)
+	e.sendOK(t, entries[0], c.in(0), e.ext.index, c.toRS(0, rport+1))
+	for _, k := range []XvsConnKey{c.k, c.rk} {
+		if got := e.flowCopies(t, k); len(got) != 0 {
+			t.Errorf("%d copies of %+v with the cache off", len(got), k)
 		}
 	}
 }

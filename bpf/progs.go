@@ -24,22 +24,50 @@ func FillProgs(objs *XvsObjects) error {
 }
 
 // FlowsPerCPU is XVS_FLOWS: the entries of the flow cache (xvs_flows) each
-// CPU owns, as compiled into the spec.
+// CPU owns by default.
 const FlowsPerCPU = 16384
 
-// SizeFlows gives the flow cache of spec XVS_FLOWS entries for each
-// possible CPU (lib/flow.h indexes it by CPU first). Unsized, only CPU 0
-// would have entries: every other CPU would miss in it, correctly but
-// always.
-func SizeFlows(spec *ebpf.CollectionSpec) error {
-	ms := spec.Maps[XvsMapXvsFlows]
-	if ms == nil {
-		return fmt.Errorf("size %s: no such map", XvsMapXvsFlows)
+// maxFlowsPerCPU bounds SizeFlows: 64 MiB of copies per CPU.
+const maxFlowsPerCPU = 1 << 20
+
+// SizeFlows gives the flow cache of spec perCPU entries for each possible
+// CPU (lib/flow.h indexes it by CPU first): 0 is FlowsPerCPU, a negative
+// count turns the cache off (every packet looks its conn up). Else perCPU
+// must be a power of two from 2 (one set) to 1,048,576.
+func SizeFlows(spec *ebpf.CollectionSpec, perCPU int) error {
+	ms, v := spec.Maps[XvsMapXvsFlows], spec.Variables["xvs_flows_per_cpu"]
+	if ms == nil || v == nil {
+		return fmt.Errorf("size %s: not in the object", XvsMapXvsFlows)
+	}
+	if err := CheckFlows(perCPU); err != nil {
+		return err
+	}
+	switch {
+	case perCPU == 0:
+		perCPU = FlowsPerCPU
+	case perCPU < 0:
+		ms.MaxEntries = 1 // the smallest array; nothing reads it
+		if err := v.Set(uint32(0)); err != nil {
+			return fmt.Errorf("size %s: %w", XvsMapXvsFlows, err)
+		}
+		return nil
 	}
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
 		return fmt.Errorf("size %s: possible cpus: %w", XvsMapXvsFlows, err)
 	}
-	ms.MaxEntries = uint32(FlowsPerCPU * ncpu)
+	ms.MaxEntries = uint32(perCPU * ncpu)
+	if err := v.Set(uint32(perCPU)); err != nil {
+		return fmt.Errorf("size %s: %w", XvsMapXvsFlows, err)
+	}
+	return nil
+}
+
+// CheckFlows reports whether SizeFlows takes perCPU: 0, negative, or a
+// power of two from 2 to 1,048,576.
+func CheckFlows(perCPU int) error {
+	if perCPU > 0 && (perCPU < 2 || perCPU > maxFlowsPerCPU || perCPU&(perCPU-1) != 0) {
+		return fmt.Errorf("flow cache of %d entries per CPU: want a power of two from 2 to %d", perCPU, maxFlowsPerCPU)
+	}
 	return nil
 }

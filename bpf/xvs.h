@@ -245,9 +245,9 @@ struct route {
 };
 
 /*
- * The flow cache: xvs_flows, an array of XVS_FLOWS entries per CPU (the
- * loader sizes it for the possible CPUs; CPU n owns entries n * XVS_FLOWS
- * on), two-way set-associative by a hash of the packet's tuple, written
+ * The flow cache: xvs_flows, an array of xvs_flows_per_cpu entries per
+ * CPU (XVS_FLOWS by default; the loader sizes it for the possible CPUs,
+ * and CPU n owns the n-th part), two-way set-associative by a hash of the packet's tuple, written
  * by the datapath only (lib/flow.h). An entry is one cache line: the
  * tuple it answers and a copy of its conn; a set is two adjacent lines.
  * A hit in a big table costs a bucket and an element spread over hundreds
@@ -270,7 +270,7 @@ struct route {
  * next full lookup's refresh. A copy is never newer than its conn's
  * last_seen (the full lookup that makes it stamps the same time).
  */
-#define XVS_FLOWS 16384                   /* per CPU, a power of two */
+#define XVS_FLOWS 16384                   /* per CPU, default (xvs_flows_per_cpu) */
 #define XVS_FLOW_TTL_NS 100000000ULL      /* 100 ms */
 #define XVS_FLOW_MARGIN_NS 50000000ULL    /* the coarse clock's lag, and more */
 #define XVS_FLOW_OUT 0x10000U             /* struct flow c.pad: server-side tuple */

@@ -282,6 +282,7 @@ const (
 	XvsVarXvsEnumRingKind   = "xvs_enum_ring_kind"
 	XvsVarXvsEnumState      = "xvs_enum_state"
 	XvsVarXvsFlowTtlNs      = "xvs_flow_ttl_ns"
+	XvsVarXvsFlowsPerCpu    = "xvs_flows_per_cpu"
 )
 
 // LoadXvs returns the embedded CollectionSpec for Xvs.
@@ -374,6 +375,7 @@ type XvsVariableSpecs struct {
 	XvsEnumRingKind   *ebpf.VariableSpec `ebpf:"xvs_enum_ring_kind"`
 	XvsEnumState      *ebpf.VariableSpec `ebpf:"xvs_enum_state"`
 	XvsFlowTtlNs      *ebpf.VariableSpec `ebpf:"xvs_flow_ttl_ns"`
+	XvsFlowsPerCpu    *ebpf.VariableSpec `ebpf:"xvs_flows_per_cpu"`
 }
 
 // XvsObjects contains all objects after they have been loaded into the kernel.
@@ -465,6 +467,7 @@ type XvsVariables struct {
 	XvsEnumRingKind   *ebpf.Variable `ebpf:"xvs_enum_ring_kind"`
 	XvsEnumState      *ebpf.Variable `ebpf:"xvs_enum_state"`
 	XvsFlowTtlNs      *ebpf.Variable `ebpf:"xvs_flow_ttl_ns"`
+	XvsFlowsPerCpu    *ebpf.Variable `ebpf:"xvs_flows_per_cpu"`
 }
 
 // XvsPrograms contains all programs after they have been loaded into the kernel.

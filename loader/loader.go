@@ -71,6 +71,9 @@ type Options struct {
 	// HalfOpenMax is max_entries of the half-open pair, default a quarter
 	// of ConnMax. Not preallocated: it costs memory only while filled.
 	HalfOpenMax uint32
+	// FlowCache is the flow cache's entries per CPU (64 bytes each), a
+	// power of two; 0: bpf.FlowsPerCPU; negative: no flow cache.
+	FlowCache int
 	// Ifaces get the datapath. Interfaces attached by a previous run but
 	// missing here are detached (their links unpinned) and removed from
 	// the redirect map: the list given is the list served.
@@ -147,6 +150,9 @@ func Load(opts Options) (_ *Datapath, err error) {
 	if opts.TapQueues < 1 {
 		return nil, fmt.Errorf("load: tap queues %d, want at least 1", opts.TapQueues)
 	}
+	if err := bpf.CheckFlows(opts.FlowCache); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
 	links, err := resolveIfaces(opts.Ifaces, opts.TapName)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
@@ -164,7 +170,7 @@ func Load(opts Options) (_ *Datapath, err error) {
 	// Half-open conns have their own, smaller pair (see docs/datapath.md).
 	spec.Maps[bpf.XvsMapXvsConnsNew].MaxEntries = opts.HalfOpenMax
 	spec.Maps[bpf.XvsMapXvsRconnsNew].MaxEntries = opts.HalfOpenMax
-	if err := bpf.SizeFlows(spec); err != nil {
+	if err := bpf.SizeFlows(spec, opts.FlowCache); err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	adopted, err := checkPinnedMaps(spec, opts.Dir)

@@ -465,6 +465,11 @@ func TestLoadErrors(t *testing.T) {
 		{name: "bad mode", opts: opts(t, dir, "fast", "v0"), want: `unknown mode "fast"`},
 		{name: "interface twice", opts: opts(t, dir, ModeTC, "v0", "v0"), want: "v0 given twice"},
 		{name: "tap as interface", opts: opts(t, dir, ModeTC, testTap), want: "is the punt tap"},
+		{name: "flow cache size", opts: func() Options {
+			o := opts(t, dir, ModeTC, "v0")
+			o.FlowCache = 1000
+			return o
+		}(), want: "flow cache of 1000 entries per CPU: want a power of two"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,12 +24,17 @@
 
 #define FLOW_HASH_MUL 0x9e3779b97f4a7c15ULL
 
+/* Entries of xvs_flows per CPU: a power of two of at least 2, or 0 for
+ * no flow cache (xvsd --flow-cache); the loader sizes the map to match
+ * (bpf.SizeFlows). */
+const volatile __u32 xvs_flows_per_cpu = XVS_FLOWS;
+
 _Static_assert(sizeof(struct flow) == 64, "a flow is one cache line");
 _Static_assert((XVS_FLOWS & (XVS_FLOWS - 1)) == 0 && XVS_FLOWS >= 2,
 	       "XVS_FLOWS is a power of two, of whole sets");
 
 /* flow_set: the first entry of tuple k's set (two entries) in this CPU's
- * part of xvs_flows. A multiplicative hash of the key's five words:
+ * part of xvs_flows (xvs_flows_per_cpu entries). A multiplicative hash of the key's five words:
  * collisions cost a full lookup, never a wrong answer (an entry holds the
  * whole key). */
 static __always_inline __u32 flow_set(const struct conn_key *k)
@@ -41,15 +46,16 @@ static __always_inline __u32 flow_set(const struct conn_key *k)
 	x = (x ^ w[2]) * FLOW_HASH_MUL;
 	x = (x ^ w[3]) * FLOW_HASH_MUL;
 	x = (x ^ w[4]) * FLOW_HASH_MUL;
-	return bpf_get_smp_processor_id() * XVS_FLOWS +
-	       ((__u32)(x >> 40) % (XVS_FLOWS / 2)) * 2;
+	return bpf_get_smp_processor_id() * xvs_flows_per_cpu +
+	       ((__u32)(x >> 40) & (xvs_flows_per_cpu / 2 - 1)) * 2;
 }
 
-/* flow_segment: whether packet p may be answered from a copy: not a
- * fragment, and for TCP a segment with ACK and no SYN, FIN or RST. */
+/* flow_segment: whether packet p may be answered from a copy: there is a
+ * flow cache, p is not a fragment, and for TCP a segment with ACK and no
+ * SYN, FIN or RST. */
 static __always_inline int flow_segment(const struct pkt *p)
 {
-	if (p->frag)
+	if (!xvs_flows_per_cpu || p->frag)
 		return 0;
 	return p->key.proto != IPPROTO_TCP ||
 	       (p->tcp_flags & (XVS_TCP_SYN | XVS_TCP_FIN | XVS_TCP_RST |

@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "state", Value: defaultState, Usage: "`FILE` keeping the service table across restarts"},
 			&cli.UintFlag{Name: "conn-max", Value: 1048576, Usage: "size of the connection table (entries)"},
 			&cli.IntFlag{Name: "sweep-max-conns", Value: ctl.DefaultSweepMaxConns, Usage: "expire idle connections in the kernel (a third of the CPU of a walk from the daemon) while the tables hold at most this many; a kernel sweep holds its CPU for its whole walk, about 0.15 µs per connection on a small VM (negative: always walk)"},
+			&cli.UintFlag{Name: "flow-cache", Value: bpf.FlowsPerCPU, Usage: "entries per CPU of the flow cache, which answers established flows' packets without the connection table (64 bytes each, a power of two; 0: off)"},
 			&cli.UintFlag{Name: "half-open-max", Usage: "size of the table of connections not yet answered by their real server (SYN received, or UDP without a reply); allocated as it fills", DefaultText: "conn-max/4"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9472); off when empty"},
 			&cli.StringFlag{Name: "tap", Value: defaultTap, Usage: "`NAME` of the punt device for first packets"},
@@ -124,6 +125,9 @@ func daemon(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := bpf.CheckFlows(flowCache(c.Uint("flow-cache"))); err != nil {
+		return fmt.Errorf("--flow-cache: %w", err)
+	}
 	// Parse the rules before touching anything, so that a bad file leaves
 	// the machine as it was.
 	var rules []ipvsadm.Command
@@ -144,6 +148,7 @@ func daemon(c *cli.Context) error {
 		Dir:         c.String("bpffs"),
 		ConnMax:     uint32(c.Uint("conn-max")),
 		HalfOpenMax: uint32(c.Uint("half-open-max")),
+		FlowCache:   flowCache(c.Uint("flow-cache")),
 		Ifaces:      ifaces,
 		Mode:        loader.Mode(c.String("mode")),
 		TapName:     c.String("tap"),
@@ -426,4 +431,12 @@ func serveMetrics(ctx context.Context, addr string, t *ctl.Table, counters func(
 		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil
+}
+
+// flowCache is loader.Options.FlowCache for --flow-cache n (0: off).
+func flowCache(n uint) int {
+	if n == 0 {
+		return -1
+	}
+	return int(min(n, 1<<30))
 }

@@ -27,6 +27,7 @@ func TestBadStartChangesNothing(t *testing.T) {
 		{name: "missing rules file", args: []string{"--iface", "eth0", "--rules", filepath.Join(dir, "none")}, wantErr: "rules: open"},
 		{name: "bad rules line", args: []string{"--iface", "eth0", "--rules", bad}, wantErr: "line 3: -x: missing argument"},
 		{name: "unknown flag", args: []string{"--iface", "eth0", "--nosuch"}, wantErr: "flag provided but not defined: -nosuch"},
+		{name: "bad flow cache size", args: []string{"--iface", "eth0", "--flow-cache", "1000"}, wantErr: "--flow-cache: flow cache of 1000 entries per CPU: want a power of two"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
