@@ -375,8 +375,8 @@ static __always_inline int conn_exists(const struct conn_key *ckey)
  * conn took over an older one's server-side key. The precise clock (the
  * daemon's install program may not read the coarse one) is up to a tick
  * ahead of the copies' coarse stamps: copies made in the rest of the tick
- * are void too. A compare-and-swap that only raises the
- * time; after a few lost races a later time is there already. */
+ * are void too. A compare-and-swap that only raises the time; after a few
+ * lost races a later time is there already. */
 static __always_inline void flow_void(void)
 {
 	__u64 now = bpf_ktime_get_ns(), old;
