@@ -236,13 +236,16 @@ func BenchmarkXDPChurnedHit(b *testing.B) {
 	setupConns(e)
 	frames := newFlowFrames(churnedHitFlows)
 	rounds := max(b.N/churnedHitFlows, 2)
+	// keys are the frames' conns (newFlowFrames' clients to the VIP).
+	keys := make([]XvsConnKey, churnedHitFlows)
+	for i := range keys {
+		cli := ap(netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/60000), 2}), uint16(2000+i%60000))
+		keys[i] = connKey(cli, ap(vip4, vport), testutil.ProtoUDP)
+	}
 	install := func() {
 		b.Helper()
-		keys := make([]XvsConnKey, churnedHitFlows)
-		vals := make([]XvsConn, churnedHitFlows)
-		for i := range keys {
-			cli := ap(netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/60000), 2}), uint16(2000+i%60000))
-			keys[i] = connKey(cli, ap(vip4, vport), testutil.ProtoUDP)
+		vals := make([]XvsConn, len(keys))
+		for i := range vals {
 			vals[i] = XvsConn{Dport: be16(rport), SvcId: svcUDPID, DestId: destRS, LastSeen: monoNow(b)}
 		}
 		if _, err := e.objs.XvsConns.BatchUpdate(keys, vals, nil); err != nil {
@@ -262,15 +265,9 @@ func BenchmarkXDPChurnedHit(b *testing.B) {
 	}
 	install()
 	fresh := run(^uint64(0))
-	// Churn: fill the table with other keys, then empty it.
-	if _, err := e.objs.XvsConns.BatchDelete(func() []XvsConnKey {
-		ks := make([]XvsConnKey, churnedHitFlows)
-		for i := range ks {
-			cli := ap(netip.AddrFrom4([4]byte{10, 0, 1 + byte(i/60000), 2}), uint16(2000+i%60000))
-			ks[i] = connKey(cli, ap(vip4, vport), testutil.ProtoUDP)
-		}
-		return ks
-	}(), nil); err != nil {
+	// Churn: remove the flows' conns, fill the table with other keys,
+	// empty it in another order, then install the flows' conns again.
+	if _, err := e.objs.XvsConns.BatchDelete(keys, nil); err != nil {
 		b.Fatal(err)
 	}
 	other := make([]XvsConnKey, size-churnedHitFlows)
