@@ -30,15 +30,13 @@ func mmapFlowVoid(mp *ebpf.Map) ([]byte, error) {
 
 // voidFlows voids every copy in the datapath's flow cache made up to now
 // (lib/flow.h): the caller has just removed a conn, or shadowed one's
-// server-side key, which a copy on some CPU may still stand in for.
-// Raises the time with a
-// compare-and-swap, as the datapath does, so that neither side lowers it.
-// The datapath's clock is the coarse one, up to a tick behind Now: copies
-// made in the rest of that tick are void too, until their flow's next
-// full lookup in a later tick copies it again.
+// server-side key, which a copy on some CPU may still stand in for. Raises
+// the time with a compare-and-swap, as the datapath does, so that neither
+// side lowers it. The datapath's clock is the coarse one, up to a tick
+// behind Now: copies made in the rest of that tick are void too, until
+// their flow's next full lookup in a later tick copies it again.
 func (m *Maps) voidFlows() {
-	v := (*uint64)(unsafe.Pointer(&m.voidMem[0]))
-	now := uint64(Now())
+	v, now := m.voidTime(), uint64(Now())
 	for {
 		old := atomic.LoadUint64(v)
 		if old >= now || atomic.CompareAndSwapUint64(v, old, now) {
@@ -46,6 +44,9 @@ func (m *Maps) voidFlows() {
 		}
 	}
 }
+
+// voidTime is xvs_flow_void's one value, in the shared mapping.
+func (m *Maps) voidTime() *uint64 { return (*uint64)(unsafe.Pointer(&m.voidMem[0])) }
 
 // flowLife is how long after its conn's last_seen a copy in the flow
 // cache may still answer: XVS_FLOW_TTL_NS (a copy is never newer than
@@ -66,8 +67,6 @@ func (m *Maps) voidFlowsOf(v bpf.XvsConn) {
 	m.voidFlows()
 }
 
-// FlowVoid reports the time (the datapath's clock, as Now) before which
+// flowVoidTime reads the time (the datapath's clock, as Now) before which
 // flow cache copies are void.
-func (m *Maps) FlowVoid() uint64 {
-	return atomic.LoadUint64((*uint64)(unsafe.Pointer(&m.voidMem[0])))
-}
+func (m *Maps) flowVoidTime() uint64 { return atomic.LoadUint64(m.voidTime()) }

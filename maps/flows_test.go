@@ -82,9 +82,9 @@ func TestFlowVoid(t *testing.T) {
 		{"delete a conn never forwarded", false, func(t *testing.T) { remove(t, install(tcpConn(6))) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			before := m.FlowVoid()
+			before := m.flowVoidTime()
 			c.do(t)
-			got, now := m.FlowVoid(), uint64(Now())
+			got, now := m.flowVoidTime(), uint64(Now())
 			if c.voids && (got <= before || got > now) {
 				t.Errorf("xvs_flow_void %d, want in (%d, %d]", got, before, now)
 			}
