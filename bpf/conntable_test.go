@@ -388,3 +388,32 @@ func testFloodKeepsEstablished(t *testing.T, e *env) {
 		t.Errorf("dest active/inactive %d/%d, want %d/0", d.Active, d.Inactive, est+newMax)
 	}
 }
+
+// TestVIPTupleIsClientSide: a packet addressed to a virtual service is a
+// client's, looked up by its client-side key only. Its tuple as a
+// server-side key of the main pair (a conn whose client would have the
+// VIP's address, which only the director itself could be) is not a reply:
+// the packet is a first packet of the service, punted to the daemon. One
+// cold lookup less for every first packet (conn_find_first).
+func TestVIPTupleIsClientSide(t *testing.T) {
+	e := newEnv(t)
+	setupConns(e)
+	vip := ap(vip4, vport)
+	rs := ap(rs4, rport)
+	k := connKey(vip, vip, testutil.ProtoUDP)
+	rk := rconnKey(vip, rs, testutil.ProtoUDP)
+	c := XvsConn{Dport: be16(rport), SvcId: svcUDPID, DestId: destRS}
+	if err := e.objs.XvsConns.Update(k, c, ebpf.UpdateNoExist); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.objs.XvsRconns.Update(rk, rconn(vip, svcUDPID), ebpf.UpdateNoExist); err != nil {
+		t.Fatal(err)
+	}
+	in := frame(rs, vip, testutil.ProtoUDP, 0, macRS, macInt).Bytes()
+	for _, en := range entries {
+		t.Run(en.name, func(t *testing.T) {
+			e := e.with(t)
+			e.check(t, en, dpCase{in: in, ingress: e.intl.index, want: vRedirect, reason: XvsReasonREASON_PUNT})
+		})
+	}
+}

@@ -99,22 +99,17 @@ static __always_inline struct conn_key *conn_rckey(const struct conn_key *sk,
 	return ckey;
 }
 
-/* conn_find_in: conn_find in one pair of tables. A server-side key whose
- * client-side key is not in conns is a miss here (the conn may be in the
- * other pair: a newer conn shadows an older one's server-side key). The
- * client-side key of a server-side hit is rebuilt in xvs_rckey. */
-static __always_inline int conn_find_in(void *conns, void *rconns,
-					struct pkt *p, struct hit *h)
+/* conn_find_out: the server-side half of conn_find_in: the packet's tuple
+ * as a server-side key of one pair. A key whose client-side key is not in
+ * conns is a miss here (the conn may be in the other pair: a newer conn
+ * shadows an older one's server-side key). The client-side key of a hit
+ * is rebuilt in xvs_rckey. */
+static __always_inline int conn_find_out(void *conns, void *rconns,
+					 struct pkt *p, struct hit *h)
 {
 	struct conn_key *ckey;
 	struct rconn *rc;
 
-	h->c = bpf_map_lookup_elem(conns, &p->key);
-	if (h->c) {
-		h->ckey = &p->key;
-		h->out = 0;
-		return 1;
-	}
 	rc = bpf_map_lookup_elem(rconns, &p->key);
 	if (!rc)
 		return 0;
@@ -127,6 +122,20 @@ static __always_inline int conn_find_in(void *conns, void *rconns,
 	h->ckey = ckey;
 	h->out = 1;
 	return 1;
+}
+
+/* conn_find_in: conn_find in one pair of tables: the packet's tuple as a
+ * client-side key, then as a server-side key (conn_find_out). */
+static __always_inline int conn_find_in(void *conns, void *rconns,
+					struct pkt *p, struct hit *h)
+{
+	h->c = bpf_map_lookup_elem(conns, &p->key);
+	if (h->c) {
+		h->ckey = &p->key;
+		h->out = 0;
+		return 1;
+	}
+	return conn_find_out(conns, rconns, p, h);
 }
 
 /* conn_fresh: finishes a hit in the new pair: h->ckey becomes the per-CPU
@@ -177,16 +186,21 @@ static __always_inline struct svc *svc_of(const struct pkt *p)
  * packet addressed to a virtual service can only be a client's: a
  * server-side key's destination is a client, and a client with a VIP's
  * address would be the director itself, whose own packets do not come in
- * here. So after the main pair, such a packet is looked up in the new
- * pair by its client-side key alone: one cold lookup less for every
- * first packet, a flood's included, and none more for a reply. */
+ * here. So such a packet is looked up by its client-side key alone, in
+ * the main pair, then in the new one: a first packet, a flood's included,
+ * costs two cold lookups in the big tables, not four. A reply pays the
+ * service lookup (a small, warm table) before its server-side lookup. */
 static __always_inline int conn_find_first(struct pkt *p, struct hit *h,
 					   struct svc **svc)
 {
 	h->fresh = 0;
 	*svc = NULL;
-	if (conn_find_in(&xvs_conns, &xvs_rconns, p, h))
+	h->c = bpf_map_lookup_elem(&xvs_conns, &p->key);
+	if (h->c) {
+		h->ckey = &p->key;
+		h->out = 0;
 		return 1;
+	}
 	*svc = svc_of(p);
 	if (*svc) {
 		h->c = bpf_map_lookup_elem(&xvs_conns_new, &p->key);
@@ -196,6 +210,8 @@ static __always_inline int conn_find_first(struct pkt *p, struct hit *h,
 		h->out = 0;
 		return conn_fresh(h);
 	}
+	if (conn_find_out(&xvs_conns, &xvs_rconns, p, h))
+		return 1;
 	if (!conn_find_in(&xvs_conns_new, &xvs_rconns_new, p, h))
 		return 0;
 	return conn_fresh(h);
