@@ -38,7 +38,8 @@ type ConnTableResult struct {
 	// paid every interval), then one sweep that expires every conn: by
 	// the daemon's walk (xvsd's default at this size), and by the kernel's
 	// sweep (xvsd --sweep-max-conns at least the table's size) after the
-	// table is filled again.
+	// table is filled again. The kernel's run stops after 1024 removals
+	// (maps.SweepConns), so its expire-all is that run, then the walk.
 	Sweeps, KSweeps       []Sweep
 	ExpireAll, KExpireAll Sweep
 	// DeleteAll is the kernel's own part of expiring everything: both

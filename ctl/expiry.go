@@ -125,26 +125,32 @@ func (t *Table) Expire(ctx context.Context) (int, error) {
 	var n int
 	var err error
 	// The kernel sweeps with a third of the walk's CPU, but holds its CPU
-	// for its whole walk, and reports nothing of the conns it keeps: the
+	// for its whole run, and reports nothing of the conns it keeps: the
 	// templates of persistent services need those. So it sweeps tables
 	// that the last expiry found small enough, and the walk finds out
-	// first.
+	// first. A run is bounded (maps.SweepConns): twice the limit in conns
+	// looked at, in case the tables grew since. A cut run leaves the rest
+	// to the walk, whose syscalls are short.
 	sw, ok := t.dp.(sweeper)
 	ok = ok && len(persistent) == 0 && t.population >= 0 && t.population <= t.sweepMax
 	if ok {
 		var res maps.SweepResult
-		res, err = sw.SweepConns(now, sweepTimeouts(to))
+		res, err = sw.SweepConns(now, sweepTimeouts(to), 2*t.sweepMax)
 		n, t.population = res.Removed, res.Left
-		if errors.Is(err, maps.ErrNoSweep) {
+		switch {
+		case errors.Is(err, maps.ErrNoSweep):
+			n, ok, err = 0, false, nil
+		case err == nil && res.Cut:
 			ok = false
 		}
 	}
 	if !ok {
-		var seen int
-		n, seen, err = t.walkExpire(ctx, now, to, persistent, held)
+		var walked, seen int
+		walked, seen, err = t.walkExpire(ctx, now, to, persistent, held)
+		n += walked
 		t.population = -1
 		if err == nil {
-			t.population = seen - n
+			t.population = seen - walked
 		}
 	}
 	if err != nil {
@@ -168,7 +174,7 @@ func (t *Table) Expire(ctx context.Context) (int, error) {
 
 // sweeper is the in-kernel sweep (maps.Maps; the tests' fake has none).
 type sweeper interface {
-	SweepConns(now time.Duration, to maps.SweepTimeouts) (maps.SweepResult, error)
+	SweepConns(now time.Duration, to maps.SweepTimeouts, maxVisits int) (maps.SweepResult, error)
 }
 
 // sweepTimeouts are connTimeout's timeouts in the sweep's terms, taken

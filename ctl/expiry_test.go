@@ -98,14 +98,16 @@ type sweepingDP struct {
 	calls         int
 	now           time.Duration
 	to            maps.SweepTimeouts
+	maxVisits     int
 	removed, left int
+	cut           bool
 	err           error
 }
 
-func (d *sweepingDP) SweepConns(now time.Duration, to maps.SweepTimeouts) (maps.SweepResult, error) {
+func (d *sweepingDP) SweepConns(now time.Duration, to maps.SweepTimeouts, maxVisits int) (maps.SweepResult, error) {
 	d.calls++
-	d.now, d.to = now, to
-	return maps.SweepResult{Removed: d.removed, Left: d.left}, d.err
+	d.now, d.to, d.maxVisits = now, to, maxVisits
+	return maps.SweepResult{Removed: d.removed, Left: d.left, Cut: d.cut}, d.err
 }
 
 // TestExpireSweeps: the first expiry walks the tables (and counts what it
@@ -155,8 +157,9 @@ func TestExpireSweeps(t *testing.T) {
 					t.Fatal(err)
 				}
 				if dp.calls > calls && !errors.Is(tt.err, maps.ErrNoSweep) {
-					if n != 42 || dp.now != now || dp.to != sweepTimeouts(tb.Timeouts()) {
-						t.Errorf("expiry %d: sweep at %v with %+v, Expire = %d; want at %v with the table's timeouts, 42", i, dp.now, dp.to, n, now)
+					if n != 42 || dp.now != now || dp.to != sweepTimeouts(tb.Timeouts()) || dp.maxVisits != 2*tb.sweepMax {
+						t.Errorf("expiry %d: sweep at %v with %+v, bound %d, Expire = %d; want at %v with the table's timeouts, bound %d, 42",
+							i, dp.now, dp.to, dp.maxVisits, n, now, 2*tb.sweepMax)
 					}
 					// What the kernel's sweep would have removed.
 					if ok, err := dp.DeleteConnIf(maps.Conn{Proto: 6, Client: netip.MustParseAddrPort("192.0.2.1:1000"), VIP: netip.MustParseAddrPort("10.0.0.1:80")}, now-time.Hour); !ok || err != nil {
@@ -177,5 +180,39 @@ func TestExpireSweeps(t *testing.T) {
 				t.Errorf("%d sweeps (%d walks), want %d", sweeps, walks, tt.wantSweeps)
 			}
 		})
+	}
+}
+
+// TestExpireCutSweepWalks: a sweep run that stopped at its bounds (Cut)
+// is finished by the walk, in the same expiry: both removals count, and
+// the population is the walk's.
+func TestExpireCutSweepWalks(t *testing.T) {
+	dp := &sweepingDP{Datapath: ctltest.New(), removed: 3, cut: true}
+	now := time.Hour
+	tb := NewTable(dp, TableOptions{Mono: func() time.Duration { return now }})
+	must(t, tb.Apply(parseAll(t, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 172.16.0.2:80 -m"), nil))
+	install := func(port uint16, seen time.Duration) maps.Conn {
+		c := maps.Conn{Proto: 6, Client: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), port),
+			VIP: netip.MustParseAddrPort("10.0.0.1:80"), Dest: netip.MustParseAddrPort("172.16.0.2:80"), LastSeen: seen}
+		must(t, dp.InstallConn(c))
+		return c
+	}
+	install(2000, now)
+	if _, err := tb.Expire(context.Background()); err != nil { // the first walks
+		t.Fatal(err)
+	}
+	install(1000, now-time.Hour)
+	n, err := tb.Expire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dp.calls != 1 {
+		t.Fatalf("%d sweeps, want 1", dp.calls)
+	}
+	if n != 3+1 || len(dp.Conns) != 1 {
+		t.Errorf("Expire = %d with %d conns left; want the sweep's 3 and the walk's 1, 1 left", n, len(dp.Conns))
+	}
+	if tb.population != 1 {
+		t.Errorf("population %d, want the walk's 1", tb.population)
 	}
 }

@@ -91,7 +91,7 @@ func TestSweepConns(t *testing.T) {
 		}
 	}
 
-	res, err := m.SweepConns(now, testSweepTimeouts())
+	res, err := m.SweepConns(now, testSweepTimeouts(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestSweepConns(t *testing.T) {
 func TestSweepDuringMove(t *testing.T) {
 	m, raw := newTestMaps(t)
 	c := halfPromoted(t, m, raw, tcpConn(10))
-	res, err := m.SweepConns(c.LastSeen+time.Hour, testSweepTimeouts())
+	res, err := m.SweepConns(c.LastSeen+time.Hour, testSweepTimeouts(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,56 +135,87 @@ func TestSweepDuringMove(t *testing.T) {
 // TestSweepAfterClose: a sweep of closed maps is an error, not a crash.
 func TestSweepAfterClose(t *testing.T) {
 	m, _ := newTestMaps(t)
-	if _, err := m.SweepConns(time.Hour, testSweepTimeouts()); err != nil {
+	if _, err := m.SweepConns(time.Hour, testSweepTimeouts(), 0); err != nil {
 		t.Fatal(err)
 	}
 	m.Close()
-	if _, err := m.SweepConns(time.Hour, testSweepTimeouts()); err == nil {
+	if _, err := m.SweepConns(time.Hour, testSweepTimeouts(), 0); err == nil {
 		t.Fatal("sweep after Close succeeded")
 	}
 }
 
-// TestSweepInRuns: with a limit per run, runs follow one another until
-// one removes less than the limit; every idle conn goes, in both pairs,
-// the others stay.
-func TestSweepInRuns(t *testing.T) {
+// TestSweepCut: a run stops at its limit of removals or of conns looked
+// at and says so (Cut); what it removed before it stopped is gone, and
+// whatever it had not reached stays. A run that reaches the end of the
+// tables is not cut, even one that looked at exactly its bound.
+func TestSweepCut(t *testing.T) {
 	const now = 10 * time.Hour
-	m, raw := newTestMaps(t)
-	var idle, kept []Conn
-	for i := range 23 {
-		c := tcpConn(100 + i)
-		if i%2 == 0 {
-			c = withState(c, bpf.XvsTcpStateSTATE_ESTABLISHED) // main pair
-		}
-		c.LastSeen = now - time.Hour
-		if i%5 == 0 {
-			c.LastSeen = now
-			kept = append(kept, c)
-		} else {
-			idle = append(idle, c)
-		}
-		if err := m.InstallConn(c); err != nil {
-			t.Fatal(err)
-		}
+	const total, nKept = 23, 5
+	tests := []struct {
+		name      string
+		limit     uint32
+		maxVisits int
+		cut       bool
+		removed   int // -1: between 1 and maxVisits
+	}{
+		{name: "no bound", limit: 1024, removed: total - nKept},
+		{name: "limit of removals", limit: 3, cut: true, removed: 3},
+		{name: "limit above the idle conns", limit: total - nKept + 1, removed: total - nKept},
+		{name: "bound of visits", limit: 1024, maxVisits: 7, cut: true, removed: -1},
+		{name: "bound of visits at the end", limit: 1024, maxVisits: total, removed: total - nKept},
 	}
-	if _, err := m.SweepConns(0, testSweepTimeouts()); err != nil { // loads it; nothing idle yet
-		t.Fatal(err)
-	}
-	m.sweep.mu.Lock()
-	res, err := m.sweep.run(now, testSweepTimeouts(), 3)
-	m.sweep.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Removed != len(idle) || res.Left != len(kept) {
-		t.Errorf("removed %d in runs of 3, left %d; want %d, %d", res.Removed, res.Left, len(idle), len(kept))
-	}
-	for _, c := range idle {
-		wantPair(t, m, raw, c, pairNone)
-	}
-	for _, c := range kept {
-		if p := pairOf(t, m, raw, c); p == pairNone {
-			t.Errorf("fresh conn %s swept", c.Client)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, raw := newTestMaps(t)
+			var all []Conn
+			for i := range total {
+				c := tcpConn(100 + i)
+				if i%2 == 0 {
+					c = withState(c, bpf.XvsTcpStateSTATE_ESTABLISHED) // main pair
+				}
+				c.LastSeen = now - time.Hour
+				if i%5 == 0 { // nKept of them
+					c.LastSeen = now
+				}
+				if err := m.InstallConn(c); err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, c)
+			}
+			if _, err := m.SweepConns(0, testSweepTimeouts(), 0); err != nil { // loads it; nothing idle yet
+				t.Fatal(err)
+			}
+			m.sweep.mu.Lock()
+			res, err := m.sweep.run(now, testSweepTimeouts(), tt.limit, tt.maxVisits)
+			m.sweep.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Cut != tt.cut {
+				t.Errorf("cut %v, want %v", res.Cut, tt.cut)
+			}
+			if tt.removed >= 0 && res.Removed != tt.removed {
+				t.Errorf("removed %d, want %d", res.Removed, tt.removed)
+			}
+			if tt.removed < 0 && (res.Removed < 1 || res.Removed > tt.maxVisits) {
+				t.Errorf("removed %d, want 1..%d", res.Removed, tt.maxVisits)
+			}
+			if !tt.cut && res.Left != nKept {
+				t.Errorf("left %d, want %d", res.Left, nKept)
+			}
+			gone := 0
+			for _, c := range all {
+				if pairOf(t, m, raw, c) != pairNone {
+					continue
+				}
+				if c.LastSeen == now {
+					t.Errorf("fresh conn %s swept", c.Client)
+				}
+				gone++
+			}
+			if gone != res.Removed {
+				t.Errorf("%d conns gone, sweep says %d", gone, res.Removed)
+			}
+		})
 	}
 }

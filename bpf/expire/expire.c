@@ -144,6 +144,8 @@ struct sweep_args {
 	__u64 tcp_to[STATE_MAX]; /* TCP, by state */
 	__u32 limit;		 /* stop after removing this many */
 	__u32 visited;		 /* out: conns the run looked at */
+	__u32 max_visits;	 /* stop after looking at this many (0: no bound) */
+	__u32 cut;		 /* out: 1 if the run stopped before the end */
 };
 
 /* The sweep's state: the arguments (a callback's context must be on the
@@ -151,14 +153,25 @@ struct sweep_args {
 struct sweep {
 	struct sweep_args a;
 	__u32 removed;
+	__u32 visits;
+	__u32 cut;
 };
 
-/* A walk's callback returns this to go on, or to stop the walk once the
- * run has removed its limit. */
-static __always_inline long sweep_more(const struct sweep *s)
+/* sweep_cut: whether the run stops before the conn a callback is given:
+ * it has removed its limit or looked at its bound. The kernel's walk does
+ * not yield the CPU, so both bound how long a run holds it. A walk cannot
+ * resume where a run stopped, so a run that stops is cut: the daemon
+ * walks the tables instead. */
+static __always_inline int sweep_cut(struct sweep *s)
 {
-	if (s->removed >= s->a.limit)
+	if (s->cut)
 		return 1;
+	if (s->removed >= s->a.limit ||
+	    (s->a.max_visits && s->visits >= s->a.max_visits)) {
+		s->cut = 1;
+		return 1;
+	}
+	s->visits++;
 	return 0;
 }
 
@@ -190,11 +203,13 @@ static long sweep_main(void *map, const struct conn_key *key,
 	struct conn_key k;
 	struct conn v;
 
+	if (sweep_cut(s))
+		return 1;
 	__builtin_memcpy(&v, val, sizeof(v));
 	__builtin_memcpy(&k, key, sizeof(k));
 	if (sweep_idle(s, &k, &v) && expire_main(&k, &v) == OUTCOME_REMOVED)
 		s->removed++;
-	return sweep_more(s);
+	return 0;
 }
 
 static long sweep_new(void *map, const struct conn_key *key,
@@ -203,43 +218,45 @@ static long sweep_new(void *map, const struct conn_key *key,
 	struct conn_key k;
 	struct conn v;
 
-	if (sweep_more(s)) /* the main pair took the run's limit */
+	if (sweep_cut(s))
 		return 1;
 	__builtin_memcpy(&v, val, sizeof(v));
 	__builtin_memcpy(&k, key, sizeof(k));
 	if (sweep_idle(s, &k, &v) && expire_new(&k, &v) == OUTCOME_REMOVED)
 		s->removed++;
-	return sweep_more(s);
+	return 0;
 }
 
-/* xvs_sweep: removes the idle conns of both pairs, main pair first, up
- * to limit; returns how many it removed (limit: there may be more). The
- * kernel's walk does not yield the CPU, so each run's removals are
- * bounded; the daemon runs it again while it returns its limit. The walk and the removal in one run, in
- * the kernel: the daemon's walk copied every conn out (about half a
- * microsecond each in a million) and handed the idle ones back to
- * xvs_expire, whose first lookup of each the walk here does not need.
- * Conns are removed as xvs_expire removes them (lib/expire.h). A hash
- * walk that meets a deleted element reused elsewhere ends its bucket
- * early; what it misses, the next sweep finds. */
+/* xvs_sweep: removes the idle conns of both pairs, main pair first, in
+ * one walk of each, in the kernel: the daemon's walk copies every conn
+ * out (about half a microsecond each in a million) and hands the idle
+ * ones back to xvs_expire, whose first lookup of each the walk here does
+ * not need. Conns are removed as xvs_expire removes them (lib/expire.h).
+ * Returns how many it removed; a->cut says whether it stopped at its
+ * limit or its max_visits before the end of the tables. The kernel's walk
+ * does not yield the CPU, so the daemon keeps both small and walks the
+ * tables itself, in short syscalls, after a cut run. A hash walk that
+ * meets a deleted element reused elsewhere ends its bucket early; what it
+ * misses, the next sweep finds. */
 SEC("syscall")
 int xvs_sweep(struct sweep_args *a)
 {
 	struct sweep s = {};
-	long n;
 
 	s.a.now = a->now;
 	s.a.new_to = a->new_to;
 	s.a.udp_to = a->udp_to;
 	s.a.limit = a->limit;
+	s.a.max_visits = a->max_visits;
 	for (int i = 0; i < STATE_MAX; i++)
 		s.a.tcp_to[i] = a->tcp_to[i];
-	n = bpf_for_each_map_elem(&xvs_conns, sweep_main, &s, 0);
-	/* Unconditional: sweep_new stops at once if the limit is reached
-	 * (a walk under a condition here made this kernel's verifier fail
-	 * with EFAULT). */
-	n += bpf_for_each_map_elem(&xvs_conns_new, sweep_new, &s, 0);
-	a->visited = n > 0 ? n : 0;
+	bpf_for_each_map_elem(&xvs_conns, sweep_main, &s, 0);
+	/* Unconditional: sweep_new stops at once if the run is cut (a walk
+	 * under a condition here made this kernel's verifier fail with
+	 * EFAULT). */
+	bpf_for_each_map_elem(&xvs_conns_new, sweep_new, &s, 0);
+	a->visited = s.visits;
+	a->cut = s.cut;
 	return s.removed;
 }
 

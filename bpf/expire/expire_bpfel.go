@@ -166,13 +166,15 @@ type ExpireSvcKey struct {
 }
 
 type ExpireSweepArgs struct {
-	_       structs.HostLayout
-	Now     uint64
-	NewTo   uint64
-	UdpTo   uint64
-	TcpTo   [11]uint64
-	Limit   uint32
-	Visited uint32
+	_         structs.HostLayout
+	Now       uint64
+	NewTo     uint64
+	UdpTo     uint64
+	TcpTo     [11]uint64
+	Limit     uint32
+	Visited   uint32
+	MaxVisits uint32
+	Cut       uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -57,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "bpffs", Value: defaultBPFFS, Usage: "`DIR` on a bpffs for pinned maps and links (mounted if needed)"},
 			&cli.StringFlag{Name: "state", Value: defaultState, Usage: "`FILE` keeping the service table across restarts"},
 			&cli.UintFlag{Name: "conn-max", Value: 1048576, Usage: "size of the connection table (entries)"},
-			&cli.IntFlag{Name: "sweep-max-conns", Value: ctl.DefaultSweepMaxConns, Usage: "expire idle connections in the kernel (a third of the CPU of a walk from the daemon) while the tables hold at most this many; a kernel sweep holds its CPU for its whole walk, about 0.15 µs per connection on a small VM (negative: always walk)"},
+			&cli.IntFlag{Name: "sweep-max-conns", Value: ctl.DefaultSweepMaxConns, Usage: "expire idle connections in the kernel (a third of the CPU of a walk from the daemon) while the tables hold at most this many; a kernel sweep holds its CPU for its whole run, about 0.15 µs per connection looked at on a small VM, and removes at most 1024 (negative: always walk)"},
 			&cli.UintFlag{Name: "flow-cache", Value: bpf.FlowsPerCPU, Usage: "entries per CPU of the flow cache, which answers established flows' packets without the connection table (64 bytes each, a power of two; 0: off)"},
 			&cli.UintFlag{Name: "half-open-max", Usage: "size of the table of connections not yet answered by their real server (SYN received, or UDP without a reply); allocated as it fills", DefaultText: "conn-max/4"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (e.g. :9472); off when empty"},
