@@ -76,6 +76,11 @@ enum conn_flags {
 	/* Installed by the control plane, no packet forwarded yet: the first
 	 * packet clears it and counts the conn in the conns statistics. */
 	CONN_F_NEW = 1,
+	/* Its install pointed an older conn's server-side key in xvs_rconns
+	 * at it (lib/conn.h conn_install): removing it from the new pair
+	 * drops that key too. Without it, removal spares that lookup, a cold
+	 * one in a big table, per expired half-open conn. */
+	CONN_F_SHADOW = 2,
 };
 
 /* Connection state: value of xvs_conns or xvs_conns_new (client-side

@@ -43,7 +43,8 @@ type XvsConn struct {
 type XvsConnFlags uint32
 
 const (
-	XvsConnFlagsCONN_F_NEW XvsConnFlags = 1
+	XvsConnFlagsCONN_F_NEW    XvsConnFlags = 1
+	XvsConnFlagsCONN_F_SHADOW XvsConnFlags = 2
 )
 
 type XvsConnKey struct {

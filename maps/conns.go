@@ -113,6 +113,12 @@ func (m *Maps) installNew(ck, sk bpf.XvsConnKey, v bpf.XvsConn) error {
 	if err := m.conns.Lookup(&ck, &cur); err == nil {
 		return ErrConnExists
 	}
+	// A conn that will shadow an older one's server-side key says so,
+	// so that its removal drops that key (CONN_F_SHADOW).
+	var shadowed bpf.XvsRconn
+	if m.rconns.Lookup(&sk, &shadowed) == nil {
+		v.Flags |= uint8(bpf.XvsConnFlagsCONN_F_SHADOW)
+	}
 	for try := 0; ; try++ {
 		err := m.installIn(m.nconns, m.nrconns, ck, sk, v)
 		if err == nil {
@@ -134,7 +140,6 @@ func (m *Maps) installNew(ck, sk bpf.XvsConnKey, v bpf.XvsConn) error {
 	// established conn's key (xvs_install writes in place instead).
 	// A copy in the flow cache may answer for the older conn's replies:
 	// void it.
-	var shadowed bpf.XvsRconn
 	if m.rconns.Lookup(&sk, &shadowed) == nil {
 		rv := rconnOf(ck, v)
 		_ = m.rconns.Update(&sk, &rv, ebpf.UpdateExist)

@@ -399,3 +399,95 @@ func TestFullNewPairMoving(t *testing.T) {
 	}
 	wantDestConns(t, m, 7, size, 1)
 }
+
+// TestShadowFlag: a half-open conn whose install points an older conn's
+// server-side key in xvs_rconns at it carries CONN_F_SHADOW, whichever
+// way it was installed (InstallConn, or xvs_install through
+// InstallConns), and a conn that shadows nothing does not. The kernel's
+// removals drop the key from xvs_rconns only for a conn with the flag,
+// sparing the lookup for the others; the shadowing key goes with its
+// conn.
+func TestShadowFlag(t *testing.T) {
+	shadow := uint8(bpf.XvsConnFlagsCONN_F_SHADOW)
+	installs := []struct {
+		name    string
+		install func(*Maps, Conn) error
+	}{
+		{"InstallConn", (*Maps).InstallConn},
+		{"InstallConns", func(m *Maps, c Conn) error {
+			errs := make([]error, 1)
+			m.InstallConns([]Conn{c}, errs)
+			return errs[0]
+		}},
+	}
+	removals := []struct {
+		name   string
+		remove func(*Maps, Conn) (int, error)
+	}{
+		{"SweepConns", func(m *Maps, c Conn) (int, error) {
+			res, err := m.SweepConns(c.LastSeen+time.Hour, testSweepTimeouts(), 0)
+			return res.Removed, err
+		}},
+		{"ExpireConns", func(m *Maps, c Conn) (int, error) { return m.ExpireConns([]Conn{c}) }},
+	}
+	for _, in := range installs {
+		for _, rm := range removals {
+			t.Run(in.name+"/"+rm.name, func(t *testing.T) {
+				m, raw := newTestMaps(t)
+				old := tcpConn(20)
+				old.State = uint8(bpf.XvsTcpStateSTATE_ESTABLISHED)
+				if err := m.InstallConn(old); err != nil {
+					t.Fatal(err)
+				}
+				nc := old
+				nc.VIP = netip.MustParseAddrPort("202.103.106.6:80") // same RS and client port
+				nc.SvcID = 3
+				nc.State = 0
+				nc.LastSeen = time.Second
+				other := tcpConn(21)
+				other.LastSeen = time.Second
+				for _, c := range []Conn{nc, other} {
+					if err := in.install(m, c); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, tt := range []struct {
+					c    Conn
+					want uint8
+				}{{nc, shadow}, {other, 0}} {
+					ck, _, _, err := m.connToBPF(tt.c)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var v bpf.XvsConn
+					if err := raw.XvsConnsNew.Lookup(&ck, &v); err != nil {
+						t.Fatalf("%s: %v", tt.c.Client, err)
+					}
+					if v.Flags&shadow != tt.want {
+						t.Errorf("%s: flags %#x, want shadow bit %#x", tt.c.Client, v.Flags, tt.want)
+					}
+				}
+				// The old conn stays fresh; both half-open conns go.
+				old.LastSeen = nc.LastSeen + 2*time.Hour
+				datapathSetState(t, m, raw, old, old.State, old.LastSeen)
+				n, err := rm.remove(m, nc)
+				if err == nil && rm.name == "ExpireConns" {
+					var k int
+					k, err = rm.remove(m, other)
+					n += k
+				}
+				if err != nil || n != 2 {
+					t.Fatalf("removed %d, %v; want 2", n, err)
+				}
+				_, sk, _, _ := m.connToBPF(nc)
+				var back bpf.XvsRconn
+				if err := raw.XvsRconns.Lookup(&sk, &back); !errors.Is(err, ebpf.ErrKeyNotExist) {
+					t.Errorf("shadowing server-side key left in xvs_rconns: %+v, %v", back, err)
+				}
+				if _, err := m.LookupConn(old.Proto, old.Client, old.VIP); err != nil {
+					t.Errorf("older conn gone: %v", err)
+				}
+			})
+		}
+	}
+}

@@ -195,12 +195,14 @@ func (m *Maps) connFromBPF(k bpf.XvsConnKey, v bpf.XvsConn) (Conn, error) {
 		dest = netip.Addr{}
 	}
 	return Conn{
-		Proto:    k.Proto,
-		Client:   netip.AddrPortFrom(client, portHost(k.Sport)),
-		VIP:      netip.AddrPortFrom(vip, portHost(k.Dport)),
-		Dest:     netip.AddrPortFrom(dest, portHost(v.Dport)),
-		State:    v.State,
-		Flags:    v.Flags,
+		Proto:  k.Proto,
+		Client: netip.AddrPortFrom(client, portHost(k.Sport)),
+		VIP:    netip.AddrPortFrom(vip, portHost(k.Dport)),
+		Dest:   netip.AddrPortFrom(dest, portHost(v.Dport)),
+		State:  v.State,
+		// CONN_F_SHADOW is the tables' own bookkeeping, which each
+		// install works out again.
+		Flags:    v.Flags &^ uint8(bpf.XvsConnFlagsCONN_F_SHADOW),
 		SvcID:    v.SvcId,
 		DestID:   v.DestId,
 		LastSeen: time.Duration(v.LastSeen),

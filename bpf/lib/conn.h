@@ -495,6 +495,11 @@ static __always_inline int conn_install(const struct conn_key *ckey,
 	if (old) {
 		*(volatile __u64 *)old = *(__u64 *)&rv;
 		flow_void(); /* a copy may answer for the older conn */
+		cur = bpf_map_lookup_elem(&xvs_conns_new, ckey);
+		if (cur)
+			__sync_fetch_and_or(conn_word(cur),
+					    (__u32)CONN_F_SHADOW
+						    << CONN_W_FLAGS_SHIFT);
 	}
 	return INST_OK;
 }

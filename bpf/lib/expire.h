@@ -106,8 +106,9 @@ static __always_inline int expire_new(const struct conn_key *ckey,
 	cur = bpf_map_lookup_elem(&xvs_conns, ckey);
 	if (cur && same_conn(cur, v))
 		return OUTCOME_MOVED;
-	/* The shadowing server-side entry maps.InstallConn made. */
-	if (ok)
+	/* The shadowing server-side entry its install made, if it made one
+	 * (a cold lookup spared for every other conn). */
+	if (ok && (v->flags & CONN_F_SHADOW))
 		drop_rkey(&xvs_rconns, &rk, &rv);
 	count_out(v);
 	return OUTCOME_REMOVED;
