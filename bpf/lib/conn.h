@@ -188,7 +188,7 @@ static __always_inline struct svc *svc_of(const struct pkt *p)
  * address would be the director itself, whose own packets do not come in
  * here. So such a packet is looked up by its client-side key alone, in
  * the main pair, then in the new one: a first packet, a flood's included,
- * costs two cold lookups in the big tables, not four. A reply pays the
+ * costs two cold lookups in the big tables, not three. A reply pays the
  * service lookup (a small, warm table) before its server-side lookup. */
 static __always_inline int conn_find_first(struct pkt *p, struct hit *h,
 					   struct svc **svc)
