@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseLinkStat(t *testing.T) {
@@ -232,5 +233,25 @@ node_ipvs_connections_total 7
 	d := diffEvents(map[string]float64{"fwd": 1e6, "punt": 42}, got)
 	if len(d) != 1 || d["fwd"] != 0.5e6 {
 		t.Fatalf("diffEvents = %v, want only fwd 500000", d)
+	}
+}
+
+func TestParseSchedstat(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"1234567890 55 17\n", 1234567890 * time.Nanosecond, true},
+		{"0 0 0", 0, true},
+		{"12 34", 0, false},
+		{"x 1 2", 0, false},
+		{"", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseSchedstat(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseSchedstat(%q) = %v, %v; want %v, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
 	}
 }

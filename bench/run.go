@@ -102,6 +102,8 @@ var Rows = []Row{
 	{Label: "  connections created/s", Key: "newflow_sched", XVS: "xvs", Prec: 0},
 	{Label: "  first packets lost/s", Key: "newflow_lost", XVS: "xvs", Prec: 0, NoRatio: true},
 	{Label: "  xvsd CPU µs per connection created", Key: "newflow_cpu_us_per_conn", XVS: "xvs", Prec: 2},
+	{Label: "  the director's CPU µs per connection created: xvsd and its receive thread (XDP runs there)", Key: "newflow_dir_cpu_us_per_conn", XVS: "xvs", Prec: 2},
+	{Label: "  connections/s two CPUs of the director would create at that cost (2 s / the above)", Key: "newflow_dir_capacity", XVS: "xvs", Prec: 0},
 	{Label: "same, xvs TC: forwarded/s", Key: "newflow_fwd", XVS: "xvs-tc", Prec: 0},
 	{Label: "  connections created/s", Key: "newflow_sched", XVS: "xvs-tc", Prec: 0},
 	{Label: "  first packets lost/s", Key: "newflow_lost", XVS: "xvs-tc", Prec: 0, NoRatio: true},
@@ -115,6 +117,7 @@ var Rows = []Row{
 	{Label: "  connections created/s", Key: "flood_sched", XVS: "xvs", Prec: 0},
 	{Label: "  first packets lost/s", Key: "flood_lost", XVS: "xvs", Prec: 0, NoRatio: true},
 	{Label: "  xvsd CPU µs per connection created", Key: "flood_cpu_us_per_conn", XVS: "xvs", Prec: 2},
+	{Label: "  the director's CPU µs per connection created (xvsd and its receive thread)", Key: "flood_dir_cpu_us_per_conn", XVS: "xvs", Prec: 2},
 	{Label: "same, xvs TC: forwarded/s", Key: "flood_fwd", XVS: "xvs-tc", Prec: 0},
 	{Label: "  connections created/s", Key: "flood_sched", XVS: "xvs-tc", Prec: 0},
 	{Label: "  first packets lost/s", Key: "flood_lost", XVS: "xvs-tc", Prec: 0, NoRatio: true},
@@ -560,6 +563,11 @@ func runNewFlows(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, gen
 			res.Add(m.key+"_lost", name, "pkts/s", r.LostPerSec())
 			if r.HasCPU && r.Scheduled > 0 {
 				res.Add(m.key+"_cpu_us_per_conn", name, "µs", float64(r.CPUPerConn().Nanoseconds())/1e3)
+				if d := r.DirectorCPUPerConn(); d > 0 {
+					us := float64(d.Nanoseconds()) / 1e3
+					res.Add(m.key+"_dir_cpu_us_per_conn", name, "µs", us)
+					res.Add(m.key+"_dir_capacity", name, "conns/s", 2e6/us)
+				}
 			}
 			if r.Events != nil {
 				res.Note("%s: new flows (%s): datapath events per second: %s", name, m.key, fmtEvents(r.Events, r.Duration))

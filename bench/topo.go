@@ -409,3 +409,36 @@ func setFIFO(pids []int, on bool) error {
 	}
 	return nil
 }
+
+// threadsCPU is the CPU time the given threads have run, summed: the
+// first field of /proc/PID/schedstat, in nanoseconds (utime and stime
+// count in ticks of 10 ms).
+func threadsCPU(pids []int) (time.Duration, error) {
+	var sum time.Duration
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", p))
+		if err != nil {
+			return 0, fmt.Errorf("thread %d: %w", p, err)
+		}
+		d, err := parseSchedstat(string(b))
+		if err != nil {
+			return 0, fmt.Errorf("thread %d: %w", p, err)
+		}
+		sum += d
+	}
+	return sum, nil
+}
+
+// parseSchedstat reads the time on CPU from a schedstat line ("run_ns
+// wait_ns timeslices").
+func parseSchedstat(s string) (time.Duration, error) {
+	f := strings.Fields(s)
+	if len(f) != 3 {
+		return 0, fmt.Errorf("schedstat %q: want 3 fields", s)
+	}
+	ns, err := strconv.ParseUint(f[0], 10, 63)
+	if err != nil {
+		return 0, fmt.Errorf("schedstat %q: %w", s, err)
+	}
+	return time.Duration(ns), nil
+}

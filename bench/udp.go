@@ -182,6 +182,20 @@ type NewFlowResult struct {
 	Events    map[string]float64 // xvsd's datapath events during the run, when it has them
 	CPU       time.Duration      // CPU time the balancer's own process used during the run
 	HasCPU    bool
+	// RxCPU is the CPU time of the director's receive threads (the
+	// threaded NAPI poll of its outside veth, where an XDP balancer runs):
+	// with CPU, all the director spends on the run, apart from the
+	// generator that shares the machine. Only XDP does its work there.
+	RxCPU time.Duration
+}
+
+// DirectorCPUPerConn is the CPU time of the balancer's process and of the
+// director's receive threads per connection created.
+func (r NewFlowResult) DirectorCPUPerConn() time.Duration {
+	if r.Scheduled == 0 {
+		return 0
+	}
+	return (r.CPU + r.RxCPU) / time.Duration(r.Scheduled)
 }
 
 // CPUPerConn is the balancer process's CPU time per connection created.
@@ -240,6 +254,10 @@ func (e *udpEnv) NewFlows(ctx context.Context, d time.Duration, reps int, cpu in
 		if err != nil {
 			return out, err
 		}
+		rx0, err := threadsCPU(e.tp.ExtNAPI)
+		if err != nil {
+			return out, err
+		}
 		o0, err := linkStat(e.tp.Gen, genIf, "TX", "packets")
 		if err != nil {
 			return out, err
@@ -268,6 +286,10 @@ func (e *udpEnv) NewFlows(ctx context.Context, d time.Duration, reps int, cpu in
 		if err != nil {
 			return out, err
 		}
+		rx1, err := threadsCPU(e.tp.ExtNAPI)
+		if err != nil {
+			return out, err
+		}
 		sch1, _ := e.lb.Scheduled()
 		cpu1, _ := balancerCPU(e.lb)
 		pd1, _ := e.lb.PuntDrops()
@@ -277,6 +299,7 @@ func (e *udpEnv) NewFlows(ctx context.Context, d time.Duration, reps int, cpu in
 			PuntDrops: pd1 - pd0, HasPunt: hasPunt,
 			Events: diffEvents(ev0, e.events()),
 			CPU:    cpu1 - cpu0, HasCPU: hasCPU,
+			RxCPU: rx1 - rx0,
 		})
 	}
 	return out, nil
