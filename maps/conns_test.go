@@ -261,20 +261,29 @@ func TestRemoveDuringMove(t *testing.T) {
 	}
 }
 
+// shadowingPair installs an established conn and returns it with a
+// half-open conn, not installed, of another service with the same real
+// server and client port: its server-side key is the older conn's.
+func shadowingPair(t *testing.T, m *Maps) (old, nc Conn) {
+	t.Helper()
+	old = tcpConn(20)
+	old.State = uint8(bpf.XvsTcpStateSTATE_ESTABLISHED)
+	if err := m.InstallConn(old); err != nil {
+		t.Fatal(err)
+	}
+	nc = old
+	nc.VIP = netip.MustParseAddrPort("202.103.106.6:80") // same RS and client port
+	nc.SvcID = 3                                         // another service
+	nc.State = 0
+	return old, nc
+}
+
 // TestServerKeyShadowing: a newer half-open conn with the same server-side
 // key as an established one takes the key over in the main pair too (the
 // datapath looks there first), as a newer conn shadows an older one.
 func TestServerKeyShadowing(t *testing.T) {
 	m, raw := newTestMaps(t)
-	old := tcpConn(20)
-	old.State = uint8(bpf.XvsTcpStateSTATE_ESTABLISHED)
-	if err := m.InstallConn(old); err != nil {
-		t.Fatal(err)
-	}
-	nc := old
-	nc.VIP = netip.MustParseAddrPort("202.103.106.6:80") // same RS and client port
-	nc.SvcID = 3                                         // another service
-	nc.State = 0
+	old, nc := shadowingPair(t, m)
 	if err := m.InstallConn(nc); err != nil {
 		t.Fatal(err)
 	}
@@ -434,15 +443,7 @@ func TestShadowFlag(t *testing.T) {
 		for _, rm := range removals {
 			t.Run(in.name+"/"+rm.name, func(t *testing.T) {
 				m, raw := newTestMaps(t)
-				old := tcpConn(20)
-				old.State = uint8(bpf.XvsTcpStateSTATE_ESTABLISHED)
-				if err := m.InstallConn(old); err != nil {
-					t.Fatal(err)
-				}
-				nc := old
-				nc.VIP = netip.MustParseAddrPort("202.103.106.6:80") // same RS and client port
-				nc.SvcID = 3
-				nc.State = 0
+				old, nc := shadowingPair(t, m)
 				nc.LastSeen = time.Second
 				other := tcpConn(21)
 				other.LastSeen = time.Second

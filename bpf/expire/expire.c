@@ -194,37 +194,41 @@ static __always_inline int sweep_idle(const struct sweep *s,
 	return v->last_seen < s->a.now && s->a.now - v->last_seen > to;
 }
 
-/* The key and value are copied first: once deleted, the element of a
+/* sweep_one: a walk's callback for the conn key/val of the main pair
+ * (main) or the new one: removed if idle, as xvs_expire would. The key
+ * and value are copied first: once deleted, the element of a
  * preallocated hash may be reused at once by another CPU's insert, and
- * expire_main uses the key after its delete. */
-static long sweep_main(void *map, const struct conn_key *key,
-		       const struct conn *val, struct sweep *s)
+ * expire_main uses the key after its delete. Returns 1 to stop the walk. */
+static __always_inline long sweep_one(const struct conn_key *key,
+				      const struct conn *val, struct sweep *s,
+				      int main)
 {
 	struct conn_key k;
 	struct conn v;
+	int o;
 
 	if (sweep_cut(s))
 		return 1;
 	__builtin_memcpy(&v, val, sizeof(v));
 	__builtin_memcpy(&k, key, sizeof(k));
-	if (sweep_idle(s, &k, &v) && expire_main(&k, &v) == OUTCOME_REMOVED)
+	if (!sweep_idle(s, &k, &v))
+		return 0;
+	o = main ? expire_main(&k, &v) : expire_new(&k, &v);
+	if (o == OUTCOME_REMOVED)
 		s->removed++;
 	return 0;
+}
+
+static long sweep_main(void *map, const struct conn_key *key,
+		       const struct conn *val, struct sweep *s)
+{
+	return sweep_one(key, val, s, 1);
 }
 
 static long sweep_new(void *map, const struct conn_key *key,
 		      const struct conn *val, struct sweep *s)
 {
-	struct conn_key k;
-	struct conn v;
-
-	if (sweep_cut(s))
-		return 1;
-	__builtin_memcpy(&v, val, sizeof(v));
-	__builtin_memcpy(&k, key, sizeof(k));
-	if (sweep_idle(s, &k, &v) && expire_new(&k, &v) == OUTCOME_REMOVED)
-		s->removed++;
-	return 0;
+	return sweep_one(key, val, s, 0);
 }
 
 /* xvs_sweep: removes the idle conns of both pairs, main pair first, in
