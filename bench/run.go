@@ -563,7 +563,9 @@ func runNewFlows(ctx context.Context, t testing.TB, cfg Config, env *udpEnv, gen
 			res.Add(m.key+"_lost", name, "pkts/s", r.LostPerSec())
 			if r.HasCPU && r.Scheduled > 0 {
 				res.Add(m.key+"_cpu_us_per_conn", name, "µs", float64(r.CPUPerConn().Nanoseconds())/1e3)
-				if d := r.DirectorCPUPerConn(); d > 0 {
+				// The receive thread does the director's work only in
+				// XDP mode (TC runs in the generator's softirq).
+				if d := r.DirectorCPUPerConn(); isXVS && x.XDP() && d > 0 {
 					us := float64(d.Nanoseconds()) / 1e3
 					res.Add(m.key+"_dir_cpu_us_per_conn", name, "µs", us)
 					res.Add(m.key+"_dir_capacity", name, "conns/s", 2e6/us)
