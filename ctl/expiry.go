@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"errors"
+	"math"
 	"net/netip"
 	"time"
 
@@ -135,7 +136,7 @@ func (t *Table) Expire(ctx context.Context) (int, error) {
 	ok = ok && len(persistent) == 0 && t.population >= 0 && t.population <= t.sweepMax
 	if ok {
 		var res maps.SweepResult
-		res, err = sw.SweepConns(now, sweepTimeouts(to), 2*t.sweepMax)
+		res, err = sw.SweepConns(now, sweepTimeouts(to), sweepVisits(t.sweepMax))
 		n, t.population = res.Removed, res.Left
 		switch {
 		case errors.Is(err, maps.ErrNoSweep):
@@ -170,6 +171,16 @@ func (t *Table) Expire(ctx context.Context) (int, error) {
 	}
 	t.reapTrash()
 	return n, nil
+}
+
+// sweepVisits is the bound on conns a sweep run looks at for a table
+// swept while it holds at most max: twice that, saturated (an overflow
+// would be negative, which the sweep takes for no bound at all).
+func sweepVisits(max int) int {
+	if max > math.MaxInt/2 {
+		return math.MaxInt
+	}
+	return 2 * max
 }
 
 // sweeper is the in-kernel sweep (maps.Maps; the tests' fake has none).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"testing"
 	"time"
@@ -126,6 +127,7 @@ func TestExpireSweeps(t *testing.T) {
 		wantSweeps int // of the three expiries
 	}{
 		{name: "walk, then sweeps", fresh: 2, left: 2, wantSweeps: 2},
+		{name: "largest limit: sweeps, bounded", fresh: 2, max: math.MaxInt, left: 2, wantSweeps: 2},
 		{name: "walk, then a sweep that finds the tables grown", fresh: 2, max: 3, left: 4, wantSweeps: 1},
 		{name: "above the limit: walks", fresh: 4, max: 3, wantSweeps: 0},
 		{name: "persistent service: walks", persistent: true, fresh: 1, wantSweeps: 0},
@@ -157,9 +159,9 @@ func TestExpireSweeps(t *testing.T) {
 					t.Fatal(err)
 				}
 				if dp.calls > calls && !errors.Is(tt.err, maps.ErrNoSweep) {
-					if n != 42 || dp.now != now || dp.to != sweepTimeouts(tb.Timeouts()) || dp.maxVisits != 2*tb.sweepMax {
+					if n != 42 || dp.now != now || dp.to != sweepTimeouts(tb.Timeouts()) || dp.maxVisits != sweepVisits(tb.sweepMax) {
 						t.Errorf("expiry %d: sweep at %v with %+v, bound %d, Expire = %d; want at %v with the table's timeouts, bound %d, 42",
-							i, dp.now, dp.to, dp.maxVisits, n, now, 2*tb.sweepMax)
+							i, dp.now, dp.to, dp.maxVisits, n, now, sweepVisits(tb.sweepMax))
 					}
 					// What the kernel's sweep would have removed.
 					if ok, err := dp.DeleteConnIf(maps.Conn{Proto: 6, Client: netip.MustParseAddrPort("192.0.2.1:1000"), VIP: netip.MustParseAddrPort("10.0.0.1:80")}, now-time.Hour); !ok || err != nil {
@@ -214,5 +216,20 @@ func TestExpireCutSweepWalks(t *testing.T) {
 	}
 	if tb.population != 1 {
 		t.Errorf("population %d, want the walk's 1", tb.population)
+	}
+}
+
+// TestSweepVisits: twice the limit, saturated rather than overflowing to
+// a negative bound (which the sweep takes for none).
+func TestSweepVisits(t *testing.T) {
+	for _, tt := range []struct{ max, want int }{
+		{16384, 32768},
+		{math.MaxInt / 2, math.MaxInt / 2 * 2},
+		{math.MaxInt/2 + 1, math.MaxInt},
+		{math.MaxInt, math.MaxInt},
+	} {
+		if got := sweepVisits(tt.max); got != tt.want {
+			t.Errorf("sweepVisits(%d) = %d, want %d", tt.max, got, tt.want)
+		}
 	}
 }
